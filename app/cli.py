@@ -1,0 +1,112 @@
+"""Command line: crisis-supply serve | db upgrade | demo load | keys create | …"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from app.config import get_settings
+
+app = typer.Typer(help="crisis-supply: coalition supply records and allocation.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema and backups.", no_args_is_help=True)
+demo_app = typer.Typer(help="The demo coalition.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(demo_app, name="demo")
+app.add_typer(keys_app, name="keys")
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply Alembic migrations (the only way the schema is created)."""
+    from app.migrate import upgrade
+
+    upgrade(get_settings().effective_database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Argument()] = "base") -> None:
+    """Revert migrations (to `base` by default: drops every table)."""
+    from app.migrate import downgrade
+
+    downgrade(get_settings().effective_database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+@demo_app.command("load")
+def demo_load(force: bool = typer.Option(False, help="Load even if the database already has organisations")) -> None:
+    """Create the demo coalition (idempotent unless --force)."""
+    from app.demo import loader
+
+    loaded = loader.load_if_empty(force=force)
+    typer.echo("demo coalition loaded" if loaded else "database not empty; demo not loaded")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="admin | logistics | requester | donor | driver")],
+    org: Annotated[int | None, typer.Option(help="Organisation id (requester, donor, driver)")] = None,
+    name: Annotated[str | None, typer.Option(help="A name to recognise the key by")] = None,
+) -> None:
+    """Create an API key; the key is printed alone on the last line."""
+    from pydantic import ValidationError
+
+    from app.db import get_engine, transaction
+    from app.errors import DomainError
+    from app.keys import service
+    from app.keys.models import ApiKeyCreate
+    from app.principal import SYSTEM
+
+    try:
+        data = ApiKeyCreate(name=name or f"{role} key", role=role, organization_id=org)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        typer.echo(f"error: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        with transaction(get_engine()) as session:
+            key, secret = service.create_key(session, actor=SYSTEM, data=data)
+            typer.echo(f"created {key.role} key #{key.id} ({key.name})")
+    except DomainError as exc:
+        typer.echo(f"error: {exc.field or ''}: {exc.detail}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(secret)
+
+
+@app.command("serve")
+def serve(
+    host: str = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="PORT")] = 8000,
+    workers: int = 1,
+    demo: bool = typer.Option(False, help="Migrate, load the demo coalition on first start and print demo keys"),
+) -> None:
+    """Serve the API and dashboard with uvicorn."""
+    import uvicorn
+
+    from app.migrate import upgrade
+
+    if demo:
+        from app.demo import loader
+
+        upgrade(get_settings().effective_database_url)
+        loader.load_if_empty()
+        keys = loader.ensure_demo_keys()
+        typer.echo("demo API keys (Authorization: Bearer <key>):")
+        for role, info in keys.items():
+            typer.echo(f"  {role:<10} {info['key']}   ({info['name']})")
+        typer.echo(f"API docs: http://{host}:{port}/docs")
+    uvicorn.run("app.asgi:app", host=host, port=port, workers=workers, log_level="info")
+
+
+@app.command("solve")
+def solve(problem: str, output: Annotated[str | None, typer.Option("-o")] = None) -> None:
+    """Solve a Problem JSON file (same as `python -m optimizer solve`)."""
+    from optimizer.__main__ import main as optimizer_main
+
+    args = ["solve", problem] + (["-o", output] if output else [])
+    raise typer.Exit(optimizer_main(args))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,83 @@
+"""create_app(): routers, middleware, problem+json handlers."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from fastapi import APIRouter, FastAPI
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from app.config import Settings, get_settings
+from app.db import get_engine, make_engine
+from app.deps import public
+from app.errors import ServiceUnavailable, install_error_handlers
+from app.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from app.migrate import is_at_head
+
+# Every domain with an HTTP surface; each module exposes `router`.
+DOMAIN_ROUTERS = (
+    "app.organizations.router",
+    "app.sites.router",
+    "app.items.router",
+    "app.inventory.router",
+    "app.requests.router",
+    "app.pledges.router",
+    "app.usage.router",
+    "app.keys.router",
+    "app.audit.router",
+)
+IMPORT_PREFIXES = ("/v1/imports",)
+
+
+def _health_router() -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz")
+    @public
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return router
+
+
+def create_app(*, engine: Engine | None = None, settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="crisis-supply",
+        version="1.0.0",
+        description="System of record and allocation engine for a crisis supply coalition.",
+    )
+    app.state.settings = settings
+    app.state.engine = engine or (
+        get_engine() if settings is get_settings() else make_engine(settings.effective_database_url)
+    )
+    install_error_handlers(app)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        import_max_bytes=settings.max_import_body_bytes,
+        import_prefixes=IMPORT_PREFIXES,
+    )
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(_health_router())
+
+    @app.get("/readyz", tags=["operations"])
+    def readyz() -> dict[str, str]:
+        try:
+            with app.state.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            at_head = is_at_head(app.state.engine)
+        except Exception as exc:  # noqa: BLE001  (any database failure means not ready)
+            raise ServiceUnavailable("database unreachable") from exc
+        if not at_head:
+            raise ServiceUnavailable("database schema is not at the latest migration")
+        return {"status": "ready"}
+
+    for module in DOMAIN_ROUTERS:
+        try:
+            app.include_router(import_module(module).router)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # a real import error inside an existing router
+                raise
+    return app

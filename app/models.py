@@ -1,0 +1,26 @@
+"""Imports every table so SQLModel.metadata is complete (Alembic and tests rely on it)."""
+
+from app.audit.models import AuditEvent
+from app.inventory.models import InventoryLot, InventoryMovement
+from app.items.models import Item, ItemSubstitute
+from app.keys.models import ApiKey
+from app.organizations.models import Organization
+from app.pledges.models import Pledge
+from app.requests.models import RequestLine, SupplyRequest
+from app.sites.models import Site
+from app.usage.models import UsageReport
+
+__all__ = [
+    "ApiKey",
+    "AuditEvent",
+    "InventoryLot",
+    "InventoryMovement",
+    "Item",
+    "ItemSubstitute",
+    "Organization",
+    "Pledge",
+    "RequestLine",
+    "Site",
+    "SupplyRequest",
+    "UsageReport",
+]
