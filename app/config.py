@@ -13,9 +13,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CRISIS_", extra="ignore")
 
     data_dir: Path = Field(default=Path("data"), description="Local folder for the SQLite file and demo keys")
-    database_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("DATABASE_URL", "CRISIS_DATABASE_URL")
-    )
+    database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL", "CRISIS_DATABASE_URL"))
     max_body_bytes: int = 1024 * 1024
     max_import_body_bytes: int = 20 * 1024 * 1024
     max_page_size: int = 500

@@ -147,4 +147,6 @@ def install_error_handlers(app: FastAPI) -> None:
         import logging
 
         logging.getLogger("app").exception("unhandled error on %s", request.url.path)
-        return problem(500, "Internal error", "An unexpected error occurred.", slug="internal", instance=request.url.path)
+        return problem(
+            500, "Internal error", "An unexpected error occurred.", slug="internal", instance=request.url.path
+        )

@@ -43,7 +43,9 @@ class _TooLarge(Exception):
 class BodyLimitMiddleware:
     """Rejects bodies over the limit with 413 problem+json; larger limits for import paths."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, import_max_bytes: int, import_prefixes: tuple[str, ...]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, import_max_bytes: int, import_prefixes: tuple[str, ...]
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.import_max_bytes = import_max_bytes

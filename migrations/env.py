@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import pool
+from sqlmodel import SQLModel
 
 import app.models  # noqa: F401  (registers every table)
 from app.config import get_settings
 from app.db import make_engine
-from sqlmodel import SQLModel
 
 config = context.config
 target_metadata = SQLModel.metadata

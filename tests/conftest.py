@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -29,7 +30,9 @@ def _create_pg_database(base_url: str) -> str:
     """A fresh database per test session so parallel runs never share state."""
     url = make_url(base_url)
     name = f"crisis_test_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(url.set(database="postgres").render_as_string(hide_password=False), isolation_level="AUTOCOMMIT")
+    admin = make_engine(
+        url.set(database="postgres").render_as_string(hide_password=False), isolation_level="AUTOCOMMIT"
+    )
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
@@ -113,7 +116,7 @@ class Actor:
 
 
 @pytest.fixture
-def factory(engine: Engine) -> "Factory":
+def factory(engine: Engine) -> Any:
     from tests.factories import Factory
 
     return Factory(engine)

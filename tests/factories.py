@@ -30,9 +30,14 @@ class Factory:
         with transaction(self.engine) as session:
             return fn(session)
 
-    def org(self, kind: str = "hospital", region: str = "north", equity_weight: float = 1.0, name: str | None = None) -> Any:
+    def org(
+        self, kind: str = "hospital", region: str = "north", equity_weight: float = 1.0, name: str | None = None
+    ) -> Any:
         data = OrganizationCreate(
-            name=name or f"{kind}-{next(_seq)}", kind=kind, region=region, equity_weight=equity_weight  # type: ignore[arg-type]
+            name=name or f"{kind}-{next(_seq)}",
+            kind=kind,
+            region=region,
+            equity_weight=equity_weight,  # type: ignore[arg-type]
         )
         return self._one(lambda s: organizations.create_organization(s, actor=SYSTEM, data=data))
 

@@ -33,7 +33,9 @@ def test_equity_weight_bounds(client: TestClient, factory: Factory) -> None:
     logistics = factory.actor("logistics")
     org = factory.org()
     for bad in (0, -1, 10.5):
-        r = client.put(f"/v1/organizations/{org.id}/equity-weight", json={"equity_weight": bad}, headers=logistics.headers)
+        r = client.put(
+            f"/v1/organizations/{org.id}/equity-weight", json={"equity_weight": bad}, headers=logistics.headers
+        )
         assert r.status_code == 422
         assert r.headers["content-type"].startswith("application/problem+json")
         assert r.json()["errors"][0]["field"] == "equity_weight"

@@ -40,10 +40,14 @@ def create_key(session: SessionDep, principal: Admin, body: ApiKeyCreate, respon
 
 @router.get("/{key_id}", response_model=ApiKeyPublic)
 def get_key(session: SessionDep, principal: Reader, key_id: int) -> ApiKeyPublic:
-    return ApiKeyPublic.model_validate(service.get_key(session, principal=principal, key_id=key_id), from_attributes=True)
+    return ApiKeyPublic.model_validate(
+        service.get_key(session, principal=principal, key_id=key_id), from_attributes=True
+    )
 
 
 @router.post("/{key_id}/revoke", response_model=ApiKeyPublic)
 def revoke_key(session: SessionDep, principal: Admin, key_id: int) -> ApiKeyPublic:
     """Revoked keys get 401 on their next request."""
-    return ApiKeyPublic.model_validate(service.revoke_key(session, actor=principal, key_id=key_id), from_attributes=True)
+    return ApiKeyPublic.model_validate(
+        service.revoke_key(session, actor=principal, key_id=key_id), from_attributes=True
+    )

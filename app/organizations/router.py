@@ -91,9 +91,13 @@ def set_equity_weight(
 @router.post("/{organization_id}/leave", response_model=OrganizationPublic)
 def leave(session: SessionDep, principal: Admin, organization_id: int, response: Response) -> OrganizationPublic:
     """Deactivate: the organisation's history stays; it stops posting requests or pledges."""
-    return _out(service.set_membership(session, actor=principal, organization_id=organization_id, active=False), response)
+    return _out(
+        service.set_membership(session, actor=principal, organization_id=organization_id, active=False), response
+    )
 
 
 @router.post("/{organization_id}/join", response_model=OrganizationPublic)
 def join(session: SessionDep, principal: Admin, organization_id: int, response: Response) -> OrganizationPublic:
-    return _out(service.set_membership(session, actor=principal, organization_id=organization_id, active=True), response)
+    return _out(
+        service.set_membership(session, actor=principal, organization_id=organization_id, active=True), response
+    )

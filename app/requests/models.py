@@ -13,7 +13,12 @@ Priority = Literal["critical", "high", "routine"]
 PRIORITIES: tuple[str, ...] = ("critical", "high", "routine")
 LineStatus = Literal["open", "partially_allocated", "allocated", "partially_fulfilled", "fulfilled", "cancelled"]
 LINE_STATUSES: tuple[str, ...] = (
-    "open", "partially_allocated", "allocated", "partially_fulfilled", "fulfilled", "cancelled",
+    "open",
+    "partially_allocated",
+    "allocated",
+    "partially_fulfilled",
+    "fulfilled",
+    "cancelled",
 )
 
 
