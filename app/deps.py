@@ -128,3 +128,13 @@ def check_if_match(if_match: str | None, current_etag: str) -> None:
 
 
 IfMatch = Annotated[str | None, Header(alias="If-Match")]
+
+
+def iter_api_routes(routes: Any) -> Iterator[APIRoute]:
+    """Every APIRoute, including those inside included routers (newer FastAPI keeps them nested)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        original = getattr(route, "original_router", None)
+        if original is not None:
+            yield from iter_api_routes(original.routes)

@@ -15,7 +15,8 @@ SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 
 
 class ItemBase(SQLModel):
-    sku: str = Field(min_length=1, max_length=64, regex=SKU_PATTERN)
+    # schema_extra, not regex=: SQLModel drops `regex` under pydantic 2, so the pattern was never checked.
+    sku: str = Field(min_length=1, max_length=64, schema_extra={"pattern": SKU_PATTERN})
     name: str = Field(min_length=1, max_length=200)
     category: ItemCategory
     unit: str = Field(default="each", min_length=1, max_length=32)
@@ -68,13 +69,16 @@ class ItemCreate(ItemBase):
 
 
 class ItemUpdate(SQLModel):
+    """The SKU is fixed at creation (plans and snapshots name items by SKU); activity changes only
+    through the deactivate/activate actions."""
+
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
     name: str | None = Field(default=None, min_length=1, max_length=200)
     category: ItemCategory | None = None
     unit: str | None = Field(default=None, min_length=1, max_length=32)
     pack_size: int | None = Field(default=None, ge=1, le=1_000_000)
     shelf_life_days: int | None = Field(default=None, ge=1, le=36500)
-    active: bool | None = None
+    # Given: replaces the whole list ([] clears it). Omitted: unchanged.
     substitutes: list[SubstituteIn] | None = Field(default=None, max_length=50)
 
 

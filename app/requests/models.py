@@ -89,7 +89,7 @@ class RequestCreate(BaseModel):
     justification: str | None = Field(default=None, max_length=2000)
     lines: list[RequestLineCreate] = Field(min_length=1, max_length=1000)
     organization_id: int | None = Field(
-        default=None, description="Only for admin-created requests; requesters always post for their own organization"
+        default=None, description="Optional; when given it must be the caller's own organization (else 422)"
     )
 
 

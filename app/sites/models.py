@@ -48,12 +48,14 @@ class SiteCreate(SiteBase):
 
 
 class SiteUpdate(SQLModel):
+    """Kind and owner are fixed at creation (stock and shipments depend on them); activity changes
+    only through the deactivate/activate actions."""
+
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
     name: str | None = Field(default=None, min_length=1, max_length=200)
     lat: float | None = Field(default=None, ge=-90, le=90)
     lon: float | None = Field(default=None, ge=-180, le=180)
     address: str | None = Field(default=None, max_length=500)
-    active: bool | None = None
 
 
 class SitePublic(SiteBase):

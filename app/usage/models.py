@@ -35,7 +35,9 @@ class UsageReportCreate(BaseModel):
     on_hand: int = Field(ge=0, le=1_000_000_000)
     daily_usage: float | None = Field(default=None, ge=0, le=1_000_000_000)
     reported_at: AwareDatetime | None = None
-    organization_id: int | None = Field(default=None, description="Admin only; requesters report for their own")
+    organization_id: int | None = Field(
+        default=None, description="Optional; when given it must be the caller's own organization (else 422)"
+    )
 
 
 class UsageReportPublic(BaseModel):

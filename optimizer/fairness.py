@@ -1,0 +1,254 @@
+"""Priority tiers and weighted max-min fair quantities in whole units (SPEC §3.3, stages 1 and 2).
+
+**What is computed.** Every demand r has units k = 1 … q_r; unit k of r has the key
+``(tier_r, k / (w_r q_r), r)`` (``fl(k / c_r)`` in float64 with ``c_r = w_r * q_r``; ties broken by input
+order). The result is the vector the *unit greedy* produces: take units in key order and accept one
+iff the demands' quantities stay jointly feasible (a flow from the sources exists). Achievable vectors
+form an integral polymatroid, so the greedy is well defined and meets SPEC §3.3's certificate: if r
+could gain a unit while s loses one, then key(s, x_s) < key(r, x_r + 1) — s is in a higher tier, or in
+the same tier with x_s / c_s ≤ (x_r + 1) / c_r, i.e. exactly the protected demands.
+
+**How (decomposition, not unit by unit).** A *subproblem* is a set of demands with the sources that
+can serve them, start quantities L (units already settled) and end quantities T (units that may still
+be added), and F = its max-flow with caps T when known. One step:
+
+* F unknown: max-flow with caps T. All caps met → done at T. Otherwise the sink side A of the minimal
+  min cut (demands not reachable in the residual graph) is tight — it receives exactly the supply Y of
+  the sink-side sources, which serve nothing else — and every demand outside A is at its cap T in
+  every maximal vector, so it is done at T; A continues with F = flow into A.
+* F known: let θ be the key of the (F − ΣL)-th unit above L and t the caps "units with key ≤ θ", so
+  Σt = F. Max-flow with caps t: all met → done at t (a vector of total F is maximal). Otherwise split
+  along the min cut: A (sink side) keeps only units ≤ θ (T := t) and the supply Y; the rest B starts
+  at L := t (each of its demands reaches t in every greedy outcome) with F − flow(A) and the
+  source-side supply. Neither part can take units from the other in any plan with these totals, and
+  every cross exchange B-gains/A-loses has key(A unit) ≤ θ < key(B's next unit), so certificates of
+  the parts combine into a certificate of the whole.
+
+Subproblems are disjoint networks, so every pending subproblem of a round is solved by **one**
+OR-Tools max-flow over the whole graph (cross arcs at capacity 0). The min-cut side sets do not
+depend on which max flow the solver finds, so the result is deterministic. The final subproblems
+(``block_of_demand`` / ``block_of_source``) also partition the min-cost stage: in every plan with these
+quantities a block's demands are served only by its own sources.
+
+If the deadline passes, the rounds stop and each unfinished subproblem keeps its start quantities L,
+which are jointly feasible (L ≤ the exact answer), so a valid but not optimal plan can still be made.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from ortools.graph.python import max_flow
+
+from optimizer.model import PRIORITIES, Problem
+from optimizer.network import Arcs
+
+I32 = npt.NDArray[np.int32]
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+B = npt.NDArray[np.bool_]
+
+N_TIERS = len(PRIORITIES)
+
+
+@dataclass(frozen=True)
+class FairResult:
+    quantity: I64  # per demand, whole units
+    block_of_demand: I32  # final subproblem id per demand
+    block_of_source: I32  # final subproblem id per source
+    exact: bool  # False when the deadline stopped the rounds early
+    rounds: int
+    max_flows: int  # subproblem max-flows (several share one OR-Tools solve per round)
+
+
+def item_components(problem: Problem) -> tuple[I32, I32]:
+    """Component id per source and per demand: items linked by a substitution are one component."""
+    index = {it.sku: k for k, it in enumerate(problem.items)}
+    parent = list(range(len(problem.items)))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for k, it in enumerate(problem.items):
+        for s in it.substitutes:
+            ra, rb = find(k), find(index[s.sku])
+            parent[max(ra, rb)] = min(ra, rb)
+    comp = np.array([find(k) for k in range(len(problem.items))], dtype=np.int32)
+    s_comp = comp[np.array([index[s.item] for s in problem.sources], dtype=np.int64)] if problem.sources else None
+    d_comp = comp[np.array([index[d.item] for d in problem.demands], dtype=np.int64)] if problem.demands else None
+    return (np.zeros(0, np.int32) if s_comp is None else s_comp, np.zeros(0, np.int32) if d_comp is None else d_comp)
+
+
+def _count(mu: F64, c: F64, lo: I64, hi: I64) -> I64:
+    """Per demand: how many of its units k in (lo, hi] have fl(k / c) ≤ mu (exact, float-consistent)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        k = np.floor(np.minimum(mu * c, np.float64(2**62)))
+    k = np.clip(k, lo, hi).astype(np.int64)
+    # mu * c may round across an integer; one step each way restores k = max{k : fl(k / c) ≤ mu}.
+    k = np.where((k < hi) & ((k + 1) / c <= mu), k + 1, k)
+    k = np.where((k > lo) & (k / c > mu), k - 1, k)
+    return np.asarray(k - lo, dtype=np.int64)
+
+
+def select_caps(sub: I32, n_sub: int, m: I64, tier: npt.NDArray[np.int8], c: F64, lo: I64, hi: I64) -> I64:
+    """Caps t = L + (the m_j smallest-key units in (L, T]) for every subproblem j, vectorized.
+
+    ``sub`` maps each listed demand to its subproblem 0…n_sub−1 and must be ordered by demand index
+    within a subproblem (ties go to the lower index). Requires 0 < m_j < Σ(T − L) over j.
+    """
+    units = hi - lo
+    per_tier = np.zeros((n_sub, N_TIERS), dtype=np.int64)
+    np.add.at(per_tier, (sub, tier), units)
+    cum = np.cumsum(per_tier, axis=1)
+    sel_tier = np.argmax(cum >= m[:, None], axis=1)  # first tier whose units reach m
+    before = np.take_along_axis(cum, sel_tier[:, None], axis=1)[:, 0] - per_tier[np.arange(n_sub), sel_tier]
+    need = m - before  # units to take inside the selected tier, ≥ 1
+    my_tier = sel_tier[sub]
+    caps = np.where(tier < my_tier, hi, lo)
+    idx = np.flatnonzero(tier == my_tier)
+    if idx.size == 0:
+        return np.asarray(caps, dtype=np.int64)
+    s_sub, s_c, s_lo, s_hi = sub[idx], c[idx], lo[idx], hi[idx]
+    # Bisection on the bit patterns of non-negative doubles (monotone as int64): exact in ≤ 64 steps.
+    top = np.zeros(n_sub, dtype=np.float64)
+    np.maximum.at(top, s_sub, np.where(s_hi > s_lo, s_hi / s_c, 0.0))
+    lo_bits = np.zeros(n_sub, dtype=np.int64)
+    hi_bits = top.view(np.int64).copy()
+    while True:
+        open_ = hi_bits - lo_bits > 1
+        if not open_.any():
+            break
+        mid = lo_bits + (hi_bits - lo_bits) // 2
+        got = np.bincount(s_sub, weights=_count(mid.view(np.float64)[s_sub], s_c, s_lo, s_hi), minlength=n_sub)
+        ok = got >= need
+        hi_bits = np.where(open_ & ok, mid, hi_bits)
+        lo_bits = np.where(open_ & ~ok, mid, lo_bits)
+    below = _count(lo_bits.view(np.float64)[s_sub], s_c, s_lo, s_hi)
+    at = _count(hi_bits.view(np.float64)[s_sub], s_c, s_lo, s_hi) - below  # 0 or 1: a unit exactly at θ
+    short = need - np.bincount(s_sub, weights=below, minlength=n_sub).astype(np.int64)
+    order = np.lexsort((idx, s_sub))  # by subproblem, then demand index
+    grp, tie_sorted = s_sub[order], at[order]
+    rank = np.cumsum(tie_sorted) - tie_sorted  # tied units before this row, all groups together
+    first_row = np.searchsorted(grp, np.arange(n_sub), side="left")
+    base = rank[np.minimum(first_row, grp.size - 1)]
+    take_sorted = (tie_sorted > 0) & (rank - base[grp] < short[grp])
+    take = np.empty_like(take_sorted)
+    take[order] = take_sorted
+    caps[idx] = s_lo + below + take.astype(np.int64)
+    return np.asarray(caps, dtype=np.int64)
+
+
+def fair_quantities(problem: Problem, arcs: Arcs, *, deadline: float | None = None) -> FairResult:
+    """Lexicographic-tier, weighted max-min fair whole-unit quantities (see the module docstring).
+
+    ``deadline`` is a ``time.monotonic()`` value; past it, no new round starts.
+    """
+    ns, nd, na = len(problem.sources), len(problem.demands), arcs.n
+    tier_of = {p: i for i, p in enumerate(PRIORITIES)}
+    tier = np.array([tier_of[d.priority] for d in problem.demands], dtype=np.int8)
+    weight = np.array([d.equity_weight for d in problem.demands], dtype=np.float64)
+    c = weight * arcs.demand_qty.astype(np.float64)
+    supply = arcs.source_qty
+    s_sub, d_sub = item_components(problem)
+    n_subs = len(problem.items)
+    f_known = np.full(n_subs, -1, dtype=np.int64)
+    done = np.ones(n_subs, dtype=np.bool_)
+    done[d_sub] = False
+    lo = np.zeros(nd, dtype=np.int64)
+    hi = arcs.demand_qty.copy()
+    x = np.zeros(nd, dtype=np.int64)
+
+    inf = int(supply.sum()) + 1
+    graph = max_flow.SimpleMaxFlow()
+    src_nodes = 2 + np.arange(ns, dtype=np.int32)
+    dem_nodes = 2 + ns + np.arange(nd, dtype=np.int32)
+    arc_ids = graph.add_arcs_with_capacity(
+        np.concatenate([np.zeros(ns, np.int32), src_nodes[arcs.source], dem_nodes]),
+        np.concatenate([src_nodes, dem_nodes[arcs.demand], np.ones(nd, np.int32)]),
+        np.zeros(ns + na + nd, dtype=np.int64),
+    )
+    sink_ids = arc_ids[ns + na :]
+    rounds = max_flows = 0
+    exact = True
+    while not done.all():
+        if deadline is not None and time.monotonic() > deadline:
+            exact = False
+            break
+        act_d = ~done[d_sub]
+        caps = np.where(act_d & (f_known[d_sub] < 0), hi, 0)
+        known = np.flatnonzero(~done & (f_known >= 0))
+        if known.size:
+            m = f_known[known] - np.bincount(d_sub, weights=lo, minlength=n_subs)[known].astype(np.int64)
+            settled = known[m == 0]  # the start quantities are already maximal
+            if settled.size:
+                in_settled = np.isin(d_sub, settled)
+                x[in_settled] = lo[in_settled]
+                done[settled] = True
+                act_d &= ~in_settled
+            known, m = known[m > 0], m[m > 0]
+        if known.size:
+            rows = np.flatnonzero(act_d & np.isin(d_sub, known))
+            local = np.searchsorted(known, d_sub[rows]).astype(np.int32)
+            caps[rows] = select_caps(local, known.size, m, tier[rows], c[rows], lo[rows], hi[rows])
+        if done.all():
+            break
+        live_arc = (s_sub[arcs.source] == d_sub[arcs.demand]) & act_d[arcs.demand]
+        graph.set_arcs_capacity(
+            arc_ids,
+            np.concatenate([np.where(done[s_sub], 0, supply), np.where(live_arc, inf, 0), caps]).astype(np.int64),
+        )
+        status = graph.solve(0, 1)
+        if status != graph.OPTIMAL:
+            raise RuntimeError(f"max-flow failed with status {status}")
+        rounds += 1
+        max_flows += int((~done).sum())
+        inflow = np.asarray(graph.flows(sink_ids), dtype=np.int64)
+        want = np.bincount(d_sub, weights=caps, minlength=n_subs)
+        got = np.bincount(d_sub, weights=inflow, minlength=n_subs)
+        met = ~done & (got == want)
+        in_met = met[d_sub]
+        x[in_met] = caps[in_met]
+        done |= met
+        split = np.flatnonzero(~done)
+        if split.size == 0:
+            break
+        reach = np.zeros(2 + ns + nd, dtype=np.bool_)
+        reach[np.asarray(graph.get_source_side_min_cut(), dtype=np.int64)] = True
+        # New ids: the sink side A of subproblem split[k] becomes n_subs + 2k, the rest B n_subs + 2k + 1.
+        new_a = np.full(n_subs, -1, dtype=np.int64)
+        new_a[split] = n_subs + 2 * np.arange(split.size)
+        d_moving = new_a[d_sub] >= 0
+        s_moving = new_a[s_sub] >= 0
+        d_new = new_a[d_sub] + reach[dem_nodes]
+        s_new = new_a[s_sub] + reach[src_nodes]
+        n_new = n_subs + 2 * split.size
+        flow_new = np.bincount(np.where(d_moving, d_new, 0), weights=np.where(d_moving, inflow, 0), minlength=n_new)
+        old_f = f_known[split]
+        f_known = np.concatenate([f_known, np.full(2 * split.size, -1, dtype=np.int64)])
+        done = np.concatenate([done, np.zeros(2 * split.size, dtype=np.bool_)])
+        a_ids, b_ids = new_a[split], new_a[split] + 1
+        f_known[a_ids] = flow_new[a_ids].astype(np.int64)
+        was_unknown = old_f < 0
+        # F unknown: the source side is at its caps T in every maximal vector → finished.
+        done[b_ids[was_unknown]] = True
+        f_known[b_ids[~was_unknown]] = old_f[~was_unknown] - f_known[a_ids[~was_unknown]]
+        side_b = reach[dem_nodes]
+        unknown_d = d_moving & (f_known[d_sub] < 0)  # old ids: their F entries are untouched above
+        known_d = d_moving & ~unknown_d
+        x = np.where(unknown_d & side_b, caps, x)
+        hi = np.where(known_d & ~side_b, caps, hi)  # A keeps only the units with key ≤ θ
+        lo = np.where(known_d & side_b, caps, lo)  # B starts from t
+        d_sub = np.where(d_moving, d_new, d_sub).astype(np.int32)
+        s_sub = np.where(s_moving, s_new, s_sub).astype(np.int32)
+        n_subs = n_new
+    if not exact:
+        pending = ~done[d_sub]
+        x[pending] = lo[pending]
+    return FairResult(quantity=x, block_of_demand=d_sub, block_of_source=s_sub, exact=exact,
+                      rounds=rounds, max_flows=max_flows)
