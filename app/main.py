@@ -26,6 +26,9 @@ DOMAIN_ROUTERS = (
     "app.usage.router",
     "app.keys.router",
     "app.audit.router",
+    "app.allocation.router",
+    "app.allocation.plans_router",
+    "app.shipments.router",
 )
 IMPORT_PREFIXES = ("/v1/imports",)
 

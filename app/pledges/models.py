@@ -19,6 +19,10 @@ class Pledge(SQLModel, table=True):
         CheckConstraint(in_list("status", PLEDGE_STATUSES), name="status"),
         CheckConstraint("quantity > 0", name="quantity_positive"),
         CheckConstraint("committed >= 0 AND committed <= quantity", name="committed_within_quantity"),
+        CheckConstraint(
+            "received_quantity IS NULL OR (received_quantity > 0 AND received_quantity <= quantity)",
+            name="received_quantity_range",
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -32,6 +36,7 @@ class Pledge(SQLModel, table=True):
     status: str = Field(default="pledged", max_length=16, index=True)
     note: str | None = Field(default=None, max_length=2000)
     received_lot_id: int | None = Field(default=None, foreign_key="inventory_lots.id")
+    received_quantity: int | None = None
     version: int = 1
     created_at: datetime = ts_field()
     updated_at: datetime = ts_field()
@@ -48,12 +53,17 @@ class PledgeCreate(BaseModel):
 
 
 class PledgeReceive(BaseModel):
-    """Logistics receives a confirmed pledge into a depot; this opens a lot through the ledger."""
+    """Logistics receives a confirmed pledge into a depot; this opens a lot through the ledger.
+
+    `quantity` defaults to the uncommitted rest (quantity − committed) and may not exceed it: committed
+    units ship from the donor site. `lot_code` defaults to `PLEDGE-<id>` so the pledge's stock stays a
+    lot of its own; `expires_at` is the stock's shelf-life expiry (not the pledge offer's)."""
 
     model_config = ConfigDict(extra="forbid")
     depot_site_id: int
     quantity: int | None = Field(default=None, gt=0, le=1_000_000_000)
-    lot_code: str | None = Field(default=None, max_length=64)
+    lot_code: str | None = Field(default=None, min_length=1, max_length=64)
+    expires_at: AwareDatetime | None = None
 
 
 class PledgePublic(BaseModel):
@@ -68,6 +78,7 @@ class PledgePublic(BaseModel):
     status: str
     note: str | None
     received_lot_id: int | None
+    received_quantity: int | None
     version: int
     created_at: datetime
     updated_at: datetime

@@ -58,7 +58,9 @@ def _locked(
         raise NotFound(f"request {request_id} not found")
     if precondition is not None:
         precondition(request)
-    return request, lines_of(session, request, lock=True)
+    lines = lines_of(session, request, lock=True)
+    _sync_statuses(request, lines)
+    return request, lines
 
 
 def lines_by_request(
@@ -108,9 +110,30 @@ def _check_active_org(session: Session, organization_id: int) -> None:
         raise Conflict(f"organization {organization_id} has left the coalition and cannot post requests")
 
 
+def _sync_statuses(request: SupplyRequest, lines: Sequence[RequestLine]) -> bool:
+    """Re-derive each line's status from its quantities, and the header's from its lines, so rules
+    are checked against what the quantities say even if a writer forgot to update a status."""
+    changed = False
+    now = utcnow()
+    for line in lines:
+        status = line_status(
+            line.quantity,
+            line.quantity_reserved,
+            line.quantity_in_transit,
+            line.quantity_delivered,
+            line.status == "cancelled",
+        )
+        if status != line.status:
+            line.status, line.updated_at, changed = status, now, True
+    header = summarize_status(line.status for line in lines)
+    if header != request.status:
+        request.status, changed = header, True
+    return changed
+
+
 def _touch(request: SupplyRequest, lines: Sequence[RequestLine]) -> None:
-    """After any change: header status from its lines, new version (the ETag covers the lines too)."""
-    request.status = summarize_status(line.status for line in lines)
+    """After any change: statuses re-derived, new version (the ETag covers the lines too)."""
+    _sync_statuses(request, lines)
     request.version += 1
     request.updated_at = utcnow()
 
@@ -270,26 +293,14 @@ def cancel_line(
 
 
 def recompute_statuses(session: Session, *, request: SupplyRequest, lines: Sequence[RequestLine]) -> bool:
-    """For the workflow, after it changed reserved / in-transit / delivered quantities of (locked)
-    lines: re-derive each line's status and the header's. Returns whether anything changed (and then
-    bumps the request's version). The caller records its own audit event."""
-    changed = False
-    now = utcnow()
-    for line in lines:
-        status = line_status(
-            line.quantity,
-            line.quantity_reserved,
-            line.quantity_in_transit,
-            line.quantity_delivered,
-            line.status == "cancelled",
-        )
-        if status != line.status:
-            line.status, line.updated_at, changed = status, now, True
-            session.add(line)
-    if changed or summarize_status(line.status for line in lines) != request.status:
-        _touch(request, lines)
-        session.add(request)
-        changed = True
+    """For the workflow, after it changed reserved / in-transit / delivered quantities of the
+    (locked) lines of `request`: re-derive each line's status and the header's, and bump the
+    request's version (its representation changed). Returns whether any status changed.
+    The caller records its own audit event."""
+    changed = _sync_statuses(request, lines)
+    request.version += 1
+    request.updated_at = utcnow()
+    session.add_all([request, *lines])
     return changed
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 16:08:39.230804
+Create Date: 2026-11-22 16:09:26.619133
 """
 from collections.abc import Sequence
 
@@ -292,12 +292,14 @@ def upgrade() -> None:
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('note', sqlmodel.sql.sqltypes.AutoString(length=2000), nullable=True),
     sa.Column('received_lot_id', sa.Integer(), nullable=True),
+    sa.Column('received_quantity', sa.Integer(), nullable=True),
     sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('created_at', app.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', app.db.UTCDateTime(timezone=True), nullable=False),
     sa.CheckConstraint("status IN ('pledged', 'confirmed', 'received', 'cancelled')", name=op.f('ck_pledges_status')),
     sa.CheckConstraint('committed >= 0 AND committed <= quantity', name=op.f('ck_pledges_committed_within_quantity')),
     sa.CheckConstraint('quantity > 0', name=op.f('ck_pledges_quantity_positive')),
+    sa.CheckConstraint('received_quantity IS NULL OR (received_quantity > 0 AND received_quantity <= quantity)', name=op.f('ck_pledges_received_quantity_range')),
     sa.ForeignKeyConstraint(['item_id'], ['items.id'], name=op.f('fk_pledges_item_id_items')),
     sa.ForeignKeyConstraint(['organization_id'], ['organizations.id'], name=op.f('fk_pledges_organization_id_organizations')),
     sa.ForeignKeyConstraint(['received_lot_id'], ['inventory_lots.id'], name=op.f('fk_pledges_received_lot_id_inventory_lots')),
