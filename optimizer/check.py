@@ -38,12 +38,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from ortools.graph.python import max_flow
 
+from optimizer.certificate import Method, Network, Outcome, certify
 from optimizer.model import PRIORITIES, Plan, Problem
 
 F64 = npt.NDArray[np.float64]
@@ -51,8 +50,9 @@ I64 = npt.NDArray[np.int64]
 B = npt.NDArray[np.bool_]
 
 TIME_TOL_H = 1e-6  # 3.6 ms: float noise between two correct computations of an arrival time
-LEVEL_RTOL = 1e-12
-NUM_RTOL = 1e-6  # reported floats (distance, cost, KPIs) against recomputed ones
+NUM_RTOL = 1e-9  # reported floats (distance, cost, KPIs) against recomputed ones, plus rounding:
+KM_ATOL = 1e-3  # plans may round km to 3 decimals
+MONEY_ATOL = 1e-4  # and money to 4
 _R_KM = 6371.0
 _MAX_PER_KIND = 20
 
@@ -129,19 +129,15 @@ class _World:
         self.cpk = p.settings.cost_per_unit_km
         # penalty[demanded sku][source sku]; absent = incompatible.
         self.penalty = {it.sku: {it.sku: 0.0} | {s.sku: s.penalty for s in it.substitutes} for it in p.items}
-        s_item = [s.item for s in p.sources]
+        stocked = {s.item for s in p.sources if s.quantity > 0}
+        # "No source holds a compatible item" (SPEC §3.4): an empty lot holds nothing.
         self.compatible = np.array(
-            [any(s_item[i] in self.penalty[d.item] and self.cap[i] > 0 for i in range(len(s_item)))
-             for d in p.demands] if len(p.sources) < 64 else self._compatible_bulk(p), dtype=np.bool_,
-        ).reshape(-1)
+            [any(sku in stocked for sku in self.penalty[d.item]) for d in p.demands], dtype=np.bool_
+        )
         self.arc_src, self.arc_dem = self._feasible_arcs(p)
         order = np.lexsort((self.arc_src, self.arc_dem))
         self.arc_src, self.arc_dem = self.arc_src[order], self.arc_dem[order]
         self.dem_ptr = np.searchsorted(self.arc_dem, np.arange(len(p.demands) + 1)).astype(np.int64)
-
-    def _compatible_bulk(self, p: Problem) -> list[bool]:
-        stocked = {s.item for s in p.sources if s.quantity > 0}
-        return [any(sku in stocked for sku in self.penalty[d.item]) for d in p.demands]
 
     def slack(self, s: I64, d: I64) -> F64:
         """Hours to spare on arcs s[k] → d[k] (negative = late or expired)."""
@@ -151,13 +147,15 @@ class _World:
 
     def _feasible_arcs(self, p: Problem) -> tuple[I64, I64]:
         by_item: dict[str, list[int]] = {}
-        for j, d in enumerate(p.demands):
-            by_item.setdefault(d.item, []).append(j)
-        s_item = np.array([s.item for s in p.sources], dtype=object)
+        for j, dem in enumerate(p.demands):
+            by_item.setdefault(dem.item, []).append(j)
+        code = {it.sku: k for k, it in enumerate(p.items)}
+        s_item = np.array([code[s.item] for s in p.sources], dtype=np.int64)
         src_out: list[I64] = [np.zeros(0, np.int64)]
         dem_out: list[I64] = [np.zeros(0, np.int64)]
         for sku, rows_list in by_item.items():
-            cols = np.flatnonzero(np.isin(s_item, list(self.penalty[sku])) & (self.cap > 0)).astype(np.int64)
+            usable = np.isin(s_item, [code[k] for k in self.penalty[sku]]) & (self.cap > 0)
+            cols = np.flatnonzero(usable).astype(np.int64)
             if cols.size == 0:
                 continue
             rows_all = np.array(rows_list, dtype=np.int64)
@@ -172,11 +170,212 @@ class _World:
         return np.concatenate(src_out), np.concatenate(dem_out)
 
 
-def _gather(ptr: I64, values: I64, rows: I64) -> I64:
-    """Concatenation of values[ptr[r]:ptr[r+1]] for r in rows, vectorized."""
-    starts, lens = ptr[rows], ptr[rows + 1] - ptr[rows]
-    total = int(lens.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    offsets = np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(total, dtype=np.int64)
-    return np.asarray(values[offsets], dtype=np.int64)
+# --------------------------------------------------------------------------- checks
+
+
+def check(
+    problem: Problem,
+    plan: Plan,
+    *,
+    sample_limit: int = 5000,
+    sample_size: int = 200,
+    certificate: bool = True,
+    method: Method = "residual",
+) -> CheckReport:
+    """Verify ``plan`` for ``problem``; ``ok`` only when every check passes (see the module docstring).
+
+    The certificate covers every unfilled demand when the problem has ≤ ``sample_limit`` demands;
+    beyond, the ``sample_size`` lowest-level ones of each tier plus ``sample_size`` others drawn with a
+    fixed seed. ``certificate=False`` skips it (baseline plans are feasible but not fair).
+    """
+    world = _World(problem)
+    errs = _Errors()
+    f_src, f_dem, f_qty = _check_allocations(problem, plan, world, errs)
+    x = np.bincount(f_dem, weights=f_qty, minlength=len(problem.demands)).astype(np.int64)
+    feasible = not errs
+    _check_demands(problem, plan, world, x, f_src, f_dem, errs)
+    _check_kpis(problem, plan, world, x, f_src, f_dem, f_qty, errs)
+    out = Outcome()
+    if certificate and feasible:
+        net = Network(world.cap, world.q, world.w, world.tier, world.arc_src, world.arc_dem, world.dem_ptr)
+        out = certify(net, x, f_src, f_dem, f_qty, sample_limit=sample_limit, sample_size=sample_size,
+                      method=method)
+        _report_certificate(problem, x, out, errs)
+    elif certificate:
+        errs.add("certificate", "not examined: the plan is infeasible")
+    return CheckReport(
+        ok=not errs,
+        errors=errs.final(),
+        allocations_checked=len(plan.allocations),
+        demands_checked=len(plan.demands),
+        certificate_candidates=out.candidates,
+        certificate_checked=out.checked,
+        certificate_complete=out.complete,
+        stranded_checked=out.stranded_checked,
+    )
+
+
+def _report_certificate(problem: Problem, x: I64, out: Outcome, errs: _Errors) -> None:
+    def who(j: int) -> str:
+        d = problem.demands[j]
+        return f"demand {d.id} ({d.priority}, {x[j]}/{d.quantity})"
+
+    for j, i, spare in out.stranded:
+        errs.add("stranded", f"{who(j)} is short while source {problem.sources[i].id} it can reach has "
+                 f"{spare} units left")
+    for j, i in out.improvable:
+        via = f" (spare stock at source {problem.sources[i].id})" if i >= 0 else ""
+        errs.add("certificate", f"{who(j)} can get one more unit without taking any from a higher tier or "
+                 f"from a same-tier demand at or below its new level{via}")
+
+
+def _close(reported: float, expected: float, atol: float = 1e-12) -> bool:
+    return math.isfinite(reported) and abs(reported - expected) <= atol + NUM_RTOL * abs(expected)
+
+
+def _check_allocations(problem: Problem, plan: Plan, world: _World, errs: _Errors) -> tuple[I64, I64, I64]:
+    """Feasibility of every line; returns the valid lines' flow aggregated per (source, demand)."""
+    rows: list[tuple[int, int, int, int]] = []  # line, source, demand, quantity
+    for k, a in enumerate(plan.allocations):
+        i, j = world.src_index.get(a.source), world.dem_index.get(a.demand)
+        if i is None or j is None:
+            what = f"source {a.source!r}" if i is None else f"demand {a.demand!r}"
+            errs.add("unknown_id", f"allocations[{k}] names unknown {what}")
+            continue
+        qty = a.quantity
+        if isinstance(qty, bool) or not isinstance(qty, int) or qty < 0:
+            errs.add("quantity", f"allocations[{k}] quantity {qty!r} is not a non-negative integer")
+            continue
+        src, dem = problem.sources[i], problem.demands[j]
+        if a.item != src.item:
+            errs.add("item", f"allocations[{k}] says item {a.item!r} but source {src.id} holds {src.item!r}")
+        if src.item not in world.penalty[dem.item]:
+            errs.add("incompatible", f"allocations[{k}]: {src.item} cannot fill a demand for {dem.item}")
+            continue
+        rows.append((k, i, j, qty))
+    if not rows:
+        empty = np.zeros(0, dtype=np.int64)
+        _check_totals(problem, world, empty, empty, empty, errs)
+        return empty, empty, empty
+    line, s, d, units = (np.array(col, dtype=np.int64) for col in zip(*rows, strict=True))
+    slack = world.slack(s, d)
+    for k in np.flatnonzero(slack < -TIME_TOL_H).tolist():
+        a = plan.allocations[int(line[k])]
+        errs.add("late", f"{a.source} → {a.demand} arrives {-slack[k]:.3f} h after the deadline or expiry")
+    km = great_circle_km(world.s_lat[s], world.s_lon[s], world.d_lat[d], world.d_lon[d])
+    pen = _penalties(problem, world, s, d)
+    cost = units * (km * world.cpk + pen)
+    for k in range(line.size):
+        a = plan.allocations[int(line[k])]
+        if not _close(a.distance_km, float(km[k]), KM_ATOL):
+            errs.add("distance", f"{a.source} → {a.demand}: reported {a.distance_km} km, expected {km[k]:.6f}")
+        if not _close(a.cost, float(cost[k]), MONEY_ATOL):
+            errs.add("cost", f"{a.source} → {a.demand}: reported cost {a.cost}, expected {cost[k]:.6f}")
+    _check_totals(problem, world, s, d, units, errs)
+    key, inverse = np.unique(s * max(1, len(problem.demands)) + d, return_inverse=True)
+    agg = np.bincount(inverse.reshape(-1), weights=units).astype(np.int64)
+    keep = agg > 0
+    n_d = max(1, len(problem.demands))
+    return key[keep] // n_d, key[keep] % n_d, agg[keep]
+
+
+def _penalties(problem: Problem, world: _World, s: I64, d: I64) -> F64:
+    """Substitution penalty per unit on arcs s[k] → d[k] (0 for the demanded SKU itself)."""
+    src, dem = problem.sources, problem.demands
+    return np.array([world.penalty[dem[j].item][src[i].item] for i, j in zip(s.tolist(), d.tolist(), strict=True)],
+                    dtype=np.float64)
+
+
+def _check_totals(problem: Problem, world: _World, s: I64, d: I64, qty: I64, errs: _Errors) -> None:
+    used = np.bincount(s, weights=qty, minlength=len(problem.sources)).astype(np.int64)
+    for i in np.flatnonzero(used > world.cap):
+        errs.add("source_over", f"source {problem.sources[i].id} gives {used[i]} > its {world.cap[i]}")
+    got = np.bincount(d, weights=qty, minlength=len(problem.demands)).astype(np.int64)
+    for j in np.flatnonzero(got > world.q):
+        errs.add("demand_over", f"demand {problem.demands[j].id} gets {got[j]} > requested {world.q[j]}")
+
+
+def _expected_reasons(world: _World, x: I64, f_src: I64, f_dem: I64) -> list[str | None]:
+    """SPEC §3.4: null when met; else the first of the four reasons that applies."""
+    # Highest tier (lowest rank) each source served in this plan; 3 = none.
+    served = np.full(world.cap.size, len(PRIORITIES), dtype=np.int64)
+    np.minimum.at(served, f_src, world.tier[f_dem])
+    outranked = np.zeros(world.q.size, dtype=np.bool_)
+    outranked[world.arc_dem[served[world.arc_src] < world.tier[world.arc_dem]]] = True
+    reachable = np.diff(world.dem_ptr) > 0
+    out: list[str | None] = []
+    for j in range(world.q.size):
+        if x[j] >= world.q[j]:
+            out.append(None)
+        elif not world.compatible[j]:
+            out.append("no_compatible_supply")
+        elif not reachable[j]:
+            out.append("unreachable_by_deadline")
+        else:
+            out.append("lower_priority" if outranked[j] else "shortage")
+    return out
+
+
+def _check_demands(
+    problem: Problem, plan: Plan, world: _World, x: I64, f_src: I64, f_dem: I64, errs: _Errors
+) -> None:
+    expected = _expected_reasons(world, x, f_src, f_dem)
+    seen: set[int] = set()
+    for k, r in enumerate(plan.demands):
+        j = world.dem_index.get(r.id)
+        if j is None or j in seen:
+            errs.add("demand_rows", f"demands[{k}]: {'duplicate' if j is not None else 'unknown'} id {r.id!r}")
+            continue
+        seen.add(j)
+        xj, qj = int(x[j]), int(world.q[j])
+        if r.allocated != xj or r.unmet != qj - xj:
+            errs.add("demand_numbers", f"{r.id}: reports {r.allocated} allocated / {r.unmet} unmet, "
+                     f"allocations give {xj} of {qj}")
+        if not _close(r.fill_rate, xj / qj):
+            errs.add("fill_rate", f"{r.id}: reports fill {r.fill_rate}, expected {xj / qj}")
+        if r.reason != expected[j]:
+            errs.add("reason", f"{r.id}: reason {r.reason!r}, expected {expected[j]!r}")
+    missing = [d.id for j, d in enumerate(problem.demands) if j not in seen]
+    for ident in missing:
+        errs.add("demand_rows", f"demand {ident!r} missing from the plan")
+
+
+def _check_kpis(problem: Problem, plan: Plan, world: _World, x: I64, f_src: I64, f_dem: I64, f_qty: I64,
+                errs: _Errors) -> None:
+    k = plan.kpis
+    fill = x / world.q
+    level = x / (world.w * world.q)
+    for t, name in enumerate(PRIORITIES):
+        got = k.by_priority.get(name)
+        if got is None:
+            errs.add("kpi", f"by_priority.{name} missing")
+            continue
+        sel = world.tier == t
+        n = int(sel.sum())
+        sq = math.fsum((fill[sel] ** 2).tolist())
+        want = {
+            "requested": float(world.q[sel].sum()),
+            "allocated": float(x[sel].sum()),
+            "min_fill_rate": float(fill[sel].min()) if n else 0.0,
+            "min_level": float(level[sel].min()) if n else 0.0,
+            "jain_index": math.fsum(fill[sel].tolist()) ** 2 / (n * sq) if n and sq > 0 else 1.0,
+            "demands_unserved": float((x[sel] == 0).sum()),
+        }
+        for field, value in want.items():
+            if not _close(float(getattr(got, field)), value):
+                errs.add("kpi", f"by_priority.{name}.{field} = {getattr(got, field)}, expected {value}")
+    km = great_circle_km(world.s_lat[f_src], world.s_lon[f_src], world.d_lat[f_dem], world.d_lon[f_dem])
+    unit_km = math.fsum((f_qty * km).tolist())
+    src, dem = problem.sources, problem.demands
+    sub = np.array([src[i].item != dem[j].item for i, j in zip(f_src.tolist(), f_dem.tolist(), strict=True)],
+                   dtype=np.bool_)
+    pen = _penalties(problem, world, f_src, f_dem)
+    totals = {
+        "unit_km": (unit_km, KM_ATOL),
+        "transport_cost": (unit_km * world.cpk, MONEY_ATOL),
+        "substituted_units": (float(f_qty[sub].sum()), 0.0),
+        "substitution_penalty": (math.fsum((f_qty * pen).tolist()), MONEY_ATOL),
+    }
+    for field, (value, atol) in totals.items():
+        if not _close(float(getattr(k, field)), value, atol or 1e-12):
+            errs.add("kpi", f"{field} = {getattr(k, field)}, expected {value}")

@@ -11,6 +11,8 @@ ADMIN = frozenset({"admin"})
 STAFF = frozenset({"admin", "logistics"})
 ORG_READERS = frozenset({"admin", "logistics", "requester", "donor"})  # organisations, keys, items
 LOGISTICS = frozenset({"logistics"})
+REQUESTER = frozenset({"requester"})
+REQUEST_READERS = frozenset({"admin", "logistics", "requester"})
 
 EXPECTED: dict[str, frozenset[str]] = {
     # organisations, API keys: admin write, logistics read, requester/donor own org read
@@ -25,6 +27,31 @@ EXPECTED: dict[str, frozenset[str]] = {
     "POST /v1/api-keys": ADMIN,
     "GET /v1/api-keys/{key_id}": ORG_READERS,
     "POST /v1/api-keys/{key_id}/revoke": ADMIN,
+    # sites, items: admin/logistics write; items read by requester/donor; own sites; driver: sites on own shipments
+    "GET /v1/sites": ALL,
+    "POST /v1/sites": STAFF,
+    "GET /v1/sites/{site_id}": ALL,
+    "PATCH /v1/sites/{site_id}": STAFF,
+    "POST /v1/sites/{site_id}/deactivate": STAFF,
+    "POST /v1/sites/{site_id}/activate": STAFF,
+    "GET /v1/items": ORG_READERS,
+    "POST /v1/items": STAFF,
+    "GET /v1/items/{item_id}": ORG_READERS,
+    "PATCH /v1/items/{item_id}": STAFF,
+    "POST /v1/items/{item_id}/deactivate": STAFF,
+    "POST /v1/items/{item_id}/activate": STAFF,
+    # requests: admin read, logistics read+cancel, requester own org create/read/edit/cancel
+    "GET /v1/requests": REQUEST_READERS,
+    "POST /v1/requests": REQUESTER,
+    "GET /v1/requests/{request_id}": REQUEST_READERS,
+    "PATCH /v1/requests/{request_id}": REQUESTER,
+    "POST /v1/requests/{request_id}/cancel": frozenset({"logistics", "requester"}),
+    "PATCH /v1/requests/{request_id}/lines/{line_id}": REQUESTER,
+    "POST /v1/requests/{request_id}/lines/{line_id}/cancel": frozenset({"logistics", "requester"}),
+    # usage reports: admin/logistics read, requester own org create/read
+    "GET /v1/usage-reports": REQUEST_READERS,
+    "POST /v1/usage-reports": REQUESTER,
+    "GET /v1/usage-reports/{report_id}": REQUEST_READERS,
     # audit events: admin read
     "GET /v1/audit-events": ADMIN,
 }

@@ -105,7 +105,8 @@ def test_inactive_item_cannot_be_named_as_substitute(client: TestClient, factory
     old = _create(client, admin, "OLD-MASK")
     assert client.post(f"/v1/items/{old['id']}/deactivate", headers=admin.headers).status_code == 200
     r = client.post(
-        "/v1/items", json={"sku": "N95", "name": "N95", "category": "ppe", "substitutes": [{"sku": "OLD-MASK"}]},
+        "/v1/items",
+        json={"sku": "N95", "name": "N95", "category": "ppe", "substitutes": [{"sku": "OLD-MASK"}]},
         headers=admin.headers,
     )
     assert r.status_code == 422 and _field(r) == "substitutes[0].sku"

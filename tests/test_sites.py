@@ -33,9 +33,7 @@ def _audit(client: TestClient, admin: Actor, **params: Any) -> list[dict[str, An
 def test_logistics_creates_reads_and_lists_sites(client: TestClient, factory: Factory) -> None:
     logistics = factory.actor("logistics")
     owner = factory.org(kind="depot_operator")
-    r = client.post(
-        "/v1/sites", json=_site_body(owner.id, address="1 Dock Rd"), headers=logistics.headers
-    )
+    r = client.post("/v1/sites", json=_site_body(owner.id, address="1 Dock Rd"), headers=logistics.headers)
     assert r.status_code == 201, r.text
     site = r.json()
     assert r.headers["Location"] == f"/v1/sites/{site['id']}"

@@ -82,7 +82,7 @@ def substitutes_of(session: Session, item_ids: Sequence[int]) -> dict[int, list[
         .order_by(col(ItemSubstitute.id))
     ).all()
     for item_id, sku, sub_id, penalty in rows:
-        out[item_id].append(SubstitutePublic(sku=sku, item_id=sub_id, penalty=penalty))
+        out[item_id].append(SubstitutePublic.model_validate({"sku": sku, "item_id": sub_id, "penalty": penalty}))
     return out
 
 

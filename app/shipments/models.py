@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 from sqlalchemy import CheckConstraint
 from sqlmodel import Field, SQLModel
 
@@ -92,3 +94,84 @@ class ChangeCounter(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=32)
     value: int = 0
+
+
+# ---------------------------------------------------------------- API schemas (not tables)
+
+ShipmentStatus = Literal["planned", "dispatched", "in_transit", "delivered", "failed", "returned", "cancelled"]
+ShortfallReason = Literal["damaged", "lost", "refused"]
+
+
+class ShipmentLinePublic(BaseModel):
+    id: int
+    plan_line_id: int
+    request_line_id: int
+    lot_id: int | None
+    pledge_id: int | None
+    item_id: int
+    quantity: int
+    quantity_received: int | None
+    shortfall_reason: str | None
+
+
+class ShipmentPublic(BaseModel):
+    id: int
+    plan_id: int
+    origin_site_id: int
+    destination_site_id: int
+    destination_organization_id: int
+    status: str
+    driver_key_id: int | None
+    received_by: str | None
+    change_seq: int
+    version: int
+    lines: list[ShipmentLinePublic]
+    created_at: datetime
+    updated_at: datetime
+
+
+class ShipmentEventPublic(BaseModel):
+    id: int
+    shipment_id: int
+    status: str
+    at: datetime
+    lat: float | None
+    lon: float | None
+    note: str | None
+    actor_key_id: int | None
+    created_at: datetime
+
+
+class LineReceipt(BaseModel):
+    """What arrived of one shipment line; a shortfall (received < shipped) needs a reason."""
+
+    model_config = ConfigDict(extra="forbid")
+    line_id: int
+    quantity_received: int = Field(ge=0, le=1_000_000_000)
+    shortfall_reason: ShortfallReason | None = None
+
+
+class ShipmentEventCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: ShipmentStatus
+    at: AwareDatetime | None = Field(default=None, description="When it happened; defaults to now")
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    note: str | None = Field(default=None, max_length=2000)
+    lines: list[LineReceipt] | None = Field(
+        default=None, max_length=10_000, description="Only with status delivered; unlisted lines arrived in full"
+    )
+    received_by: str | None = Field(default=None, min_length=1, max_length=200, description="Only with delivered")
+
+
+class DriverAssignment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    driver_key_id: int | None = Field(description="An active driver key; null unassigns")
+
+
+class ShipmentFeedOut(BaseModel):
+    """A page of the change feed: shipments changed after the cursor, in change order."""
+
+    items: list[ShipmentPublic]
+    next_cursor: str
+    has_more: bool

@@ -8,8 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy.sql import Select
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from app.audit import service as audit
 from app.db import utcnow
@@ -30,10 +29,10 @@ def _driver_visible_site_ids(session: Session, principal: Principal) -> set[int]
     return set()
 
 
-def _visible(session: Session, principal: Principal) -> Select[Any]:
+def _visible(session: Session, principal: Principal) -> Any:
     stmt = select(Site)
     if principal.role == "driver":
-        stmt = stmt.where(Site.id.in_(sorted(_driver_visible_site_ids(session, principal))))  # type: ignore[union-attr]
+        stmt = stmt.where(col(Site.id).in_(sorted(_driver_visible_site_ids(session, principal))))
     elif principal.org_bound:
         stmt = stmt.where(Site.organization_id == principal.organization_id)
     return stmt
@@ -87,7 +86,9 @@ def list_sites(
         stmt = stmt.where(Site.kind == kind)
     if region is not None:
         # A site's region is its owning organisation's region.
-        stmt = stmt.join(Organization, Organization.id == Site.organization_id).where(Organization.region == region)  # type: ignore[arg-type]
+        stmt = stmt.join(Organization, col(Organization.id) == col(Site.organization_id)).where(
+            col(Organization.region) == region
+        )
     if active is not None:
         stmt = stmt.where(Site.active == active)
     return paginate(session, stmt, Site.id, limit=limit, cursor=cursor)

@@ -191,7 +191,7 @@ def latest_usage(
         )
         .label("rank")
     )
-    ranked = select(col(UsageReport.id).label("id"), rank)
+    ranked: Any = select(col(UsageReport.id).label("id"), rank)
     org_list = list(organization_ids or [])
     item_list = list(item_ids or [])
     if org_list:

@@ -1,0 +1,67 @@
+"""``solve(problem) -> Plan``: arcs → fair quantities → min-cost routing → explained plan (SPEC §3)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from optimizer.explain import build_plan
+from optimizer.fairness import fair_quantities
+from optimizer.model import Plan, PlanStatus, Problem, SolverStats, StageStats
+from optimizer.network import build_arcs
+from optimizer.routing import RoutingOptions, route_any, route_min_cost
+
+
+@dataclass(frozen=True)
+class SolveOptions:
+    """Every solver knob, with its default. ``time_limit_s`` None = the problem's setting."""
+
+    time_limit_s: float | None = None
+    routing: RoutingOptions = field(default_factory=RoutingOptions)
+
+
+def solve(problem: Problem, *, time_limit_s: float | None = None, options: SolveOptions | None = None) -> Plan:
+    """The optimal plan of SPEC §3.3, or the best feasible one found when the time limit runs out.
+
+    Time limit precedence: the ``time_limit_s`` argument, then ``options.time_limit_s``, then
+    ``problem.settings.time_limit_s``; None everywhere = no limit. The limit is checked between
+    steps, so a solve overruns it by at most one max-flow round plus the final routing and output.
+    """
+    opts = options or SolveOptions()
+    started = time.monotonic()
+    limit = next((v for v in (time_limit_s, opts.time_limit_s, problem.settings.time_limit_s) if v is not None), None)
+    deadline = None if limit is None else started + limit
+    stages: list[StageStats] = []
+
+    t = time.monotonic()
+    arcs = build_arcs(problem)
+    stages.append(StageStats("arcs", time.monotonic() - t, {"arcs": arcs.n}))
+
+    t = time.monotonic()
+    fair = fair_quantities(problem, arcs, deadline=deadline)
+    n_blocks = int(np.unique(fair.block_of_demand).size)
+    stages.append(
+        StageStats(
+            "fairness",
+            time.monotonic() - t,
+            {"rounds": fair.rounds, "max_flows": fair.max_flows, "blocks": n_blocks, "exact": int(fair.exact)},
+        )
+    )
+
+    t = time.monotonic()
+    status: PlanStatus = "optimal"
+    if fair.exact and (deadline is None or time.monotonic() < deadline):
+        flow, solves = route_min_cost(arcs, fair.quantity, fair.block_of_demand, fair.block_of_source, opts.routing)
+        stages.append(StageStats("routing", time.monotonic() - t, {"min_cost_flows": solves}))
+    else:
+        status = "time_limit"
+        flow = route_any(arcs, fair.quantity)
+        stages.append(StageStats("routing", time.monotonic() - t, {"min_cost_flows": 0}))
+
+    t = time.monotonic()
+    draft = build_plan(problem, arcs, flow, status=status, stats=SolverStats(wall_s=0.0))
+    stages.append(StageStats("explain", time.monotonic() - t))
+    stats = SolverStats(wall_s=time.monotonic() - started, stages=tuple(stages))
+    return Plan(status=status, allocations=draft.allocations, demands=draft.demands, kpis=draft.kpis, solver=stats)
