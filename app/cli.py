@@ -39,7 +39,9 @@ def db_downgrade(revision: Annotated[str, typer.Argument()] = "base") -> None:
 def demo_load(force: bool = typer.Option(False, help="Load even if the database already has organisations")) -> None:
     """Create the demo coalition (idempotent unless --force)."""
     from app.demo import loader
+    from app.migrate import upgrade
 
+    upgrade(get_settings().effective_database_url)
     loaded = loader.load_if_empty(force=force)
     typer.echo("demo coalition loaded" if loaded else "database not empty; demo not loaded")
 
@@ -94,9 +96,28 @@ def serve(
         keys = loader.ensure_demo_keys()
         typer.echo("demo API keys (Authorization: Bearer <key>):")
         for role, info in keys.items():
-            typer.echo(f"  {role:<10} {info['key']}   ({info['name']})")
+            typer.echo(f"  {role:<12} {info['key']}   ({info['name']})")
         typer.echo(f"API docs: http://{host}:{port}/docs")
     uvicorn.run("app.asgi:app", host=host, port=port, workers=workers, log_level="info")
+
+
+@app.command("worker")
+def worker(
+    once: bool = typer.Option(False, "--once", help="Process the queued runs, then exit"),
+    poll_interval: Annotated[float, typer.Option(envvar="CRISIS_WORKER_POLL_S", min=0.05)] = 1.0,
+    heartbeat_interval: Annotated[float, typer.Option(envvar="CRISIS_WORKER_HEARTBEAT_S", min=0.05)] = 2.0,
+    stale_after: Annotated[
+        float, typer.Option(envvar="CRISIS_WORKER_STALE_AFTER_S", min=0.1, help="Re-queue runs silent this long")
+    ] = 20.0,
+) -> None:
+    """Claim and solve queued allocation runs (run any number of these against PostgreSQL)."""
+    from app.allocation.worker_main import main as worker_main
+
+    raise typer.Exit(
+        worker_main(
+            once=once, poll_interval=poll_interval, heartbeat_interval=heartbeat_interval, stale_after_s=stale_after
+        )
+    )
 
 
 @app.command("solve")

@@ -20,6 +20,7 @@ class Settings(BaseSettings):
     default_page_size: int = 50
     max_request_lines: int = 1000
     planning_horizon_days: float = 14.0
+    embedded_worker: str = Field(default="auto", description="auto (SQLite: child worker process) | on | off")
     log_level: str = "INFO"
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib import import_module
 
 from fastapi import APIRouter, FastAPI
@@ -12,7 +14,7 @@ from app.config import Settings, get_settings
 from app.db import get_engine, make_engine
 from app.deps import public
 from app.errors import ServiceUnavailable, install_error_handlers
-from app.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from app.middleware import BodyLimitMiddleware, ConditionalGetMiddleware, RequestIdMiddleware
 from app.migrate import is_at_head
 
 # Every domain with an HTTP surface; each module exposes `router`.
@@ -44,12 +46,22 @@ def _health_router() -> APIRouter:
     return router
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # SQLite mode: solves run in a child worker process started here (see app.allocation.embedded).
+    from app.allocation.embedded import embedded_worker
+
+    with embedded_worker(app.state.settings, app.state.engine):
+        yield
+
+
 def create_app(*, engine: Engine | None = None, settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
         title="crisis-supply",
         version="1.0.0",
         description="System of record and allocation engine for a crisis supply coalition.",
+        lifespan=_lifespan,
     )
     app.state.settings = settings
     app.state.engine = engine or (
@@ -62,6 +74,7 @@ def create_app(*, engine: Engine | None = None, settings: Settings | None = None
         import_max_bytes=settings.max_import_body_bytes,
         import_prefixes=IMPORT_PREFIXES,
     )
+    app.add_middleware(ConditionalGetMiddleware)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(_health_router())
 

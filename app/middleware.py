@@ -104,3 +104,44 @@ async def _send_413(send: Send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": raw})
+
+
+class ConditionalGetMiddleware:
+    """GET/HEAD with an If-None-Match that matches the response's ETag → 304 without a body.
+
+    One place for every versioned resource: routes only need to set `ETag`.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        inm = dict(scope["headers"]).get(b"if-none-match")
+        if not inm:
+            await self.app(scope, receive, send)
+            return
+        wanted = {t.strip().removeprefix("W/") for t in inm.decode("latin-1").split(",")}
+        suppressed = False
+
+        async def conditional_send(message: Message) -> None:
+            nonlocal suppressed
+            if message["type"] == "http.response.start" and message["status"] == 200:
+                headers = dict(message.get("headers", []))
+                etag = headers.get(b"etag", b"").decode("latin-1").removeprefix("W/")
+                if etag and (etag in wanted or "*" in wanted):
+                    suppressed = True
+                    keep = [(k, v) for k, v in message.get("headers", []) if k.lower() in _KEEP_ON_304]
+                    await send({"type": "http.response.start", "status": 304, "headers": keep})
+                    await send({"type": "http.response.body", "body": b""})
+                    return
+            if suppressed:
+                return
+            await send(message)
+
+        await self.app(scope, receive, conditional_send)
+
+
+_KEEP_ON_304 = {b"etag", b"cache-control", b"vary", b"x-request-id", b"date", b"expires", b"content-location"}

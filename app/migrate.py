@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 
 import migrations
 
-MIGRATIONS_DIR = Path(migrations.__file__).parent
+MIGRATIONS_DIR = Path(list(migrations.__path__)[0])
 
 
 def alembic_config(url: str | None = None) -> Config:

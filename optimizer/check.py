@@ -67,6 +67,7 @@ class CheckReport:
     certificate_checked: int = 0  # of those, how many the certificate search examined
     certificate_complete: bool = False  # every candidate examined (no sampling, not skipped)
     stranded_checked: int = 0  # unfilled demands checked against left-over stock
+    certificate_failures: tuple[str, ...] = ()  # ids of demands that could get one more unit (all of them)
 
 
 class _Errors:
@@ -212,6 +213,7 @@ def check(
         certificate_checked=out.checked,
         certificate_complete=out.complete,
         stranded_checked=out.stranded_checked,
+        certificate_failures=tuple(sorted({problem.demands[j].id for j, *_ in out.stranded + out.improvable})),
     )
 
 

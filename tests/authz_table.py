@@ -52,6 +52,26 @@ EXPECTED: dict[str, frozenset[str]] = {
     "GET /v1/usage-reports": REQUEST_READERS,
     "POST /v1/usage-reports": REQUESTER,
     "GET /v1/usage-reports/{report_id}": REQUEST_READERS,
+    # inventory lots, ledger: admin read, logistics write
+    "GET /v1/inventory/lots": STAFF,
+    "GET /v1/inventory/lots/{lot_id}": STAFF,
+    "GET /v1/inventory/movements": STAFF,
+    "GET /v1/inventory/movements/{movement_id}": STAFF,
+    "POST /v1/inventory/movements": LOGISTICS,
+    # pledges: admin read; logistics read/confirm/receive/cancel; donor own org create/read/cancel
+    "GET /v1/pledges": frozenset({"admin", "logistics", "donor"}),
+    "POST /v1/pledges": frozenset({"donor"}),
+    "GET /v1/pledges/{pledge_id}": frozenset({"admin", "logistics", "donor"}),
+    "POST /v1/pledges/{pledge_id}/confirm": LOGISTICS,
+    "POST /v1/pledges/{pledge_id}/receive": LOGISTICS,
+    "POST /v1/pledges/{pledge_id}/cancel": frozenset({"logistics", "donor"}),
+    # allocation runs and plans: admin read, logistics write
+    "GET /v1/allocation-runs": STAFF,
+    "POST /v1/allocation-runs": LOGISTICS,
+    "GET /v1/allocation-runs/{run_id}": STAFF,
+    "GET /v1/allocation-runs/{run_id}/problem": STAFF,
+    "GET /v1/allocation-runs/{run_id}/events": STAFF,
+    "POST /v1/allocation-runs/{run_id}/cancel": LOGISTICS,
     # audit events: admin read
     "GET /v1/audit-events": ADMIN,
 }

@@ -76,3 +76,15 @@ def test_revoked_key_gets_401(client: TestClient, factory: Factory) -> None:
     assert client.post(f"/v1/api-keys/{victim.key_id}/revoke", headers=admin.headers).status_code == 200
     r = client.get("/v1/organizations", headers=victim.headers)
     assert r.status_code == 401 and r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_if_none_match_gives_304_until_the_record_changes(client: TestClient, factory: Factory) -> None:
+    admin = factory.actor("admin")
+    org = factory.org()
+    first = client.get(f"/v1/organizations/{org.id}", headers=admin.headers)
+    etag = first.headers["ETag"]
+    again = client.get(f"/v1/organizations/{org.id}", headers=admin.headers | {"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b"" and again.headers["ETag"] == etag
+    client.patch(f"/v1/organizations/{org.id}", json={"region": "south"}, headers=admin.headers)
+    changed = client.get(f"/v1/organizations/{org.id}", headers=admin.headers | {"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.json()["region"] == "south"

@@ -82,8 +82,10 @@ class Heartbeat:
             elapsed = time.monotonic() - self._solving_since
             share = min(1.0, elapsed / self.time_limit_s) if self.time_limit_s > 0 else 0.0
             stage, start, _ = self._stage
-            return stage, round(start + (90.0 - start) * share, 1), (
-                f"solving: {elapsed:.0f} s elapsed, time limit {self.time_limit_s:g} s"
+            return (
+                stage,
+                round(start + (90.0 - start) * share, 1),
+                (f"solving: {elapsed:.0f} s elapsed, time limit {self.time_limit_s:g} s"),
             )
 
     def beat(self) -> None:

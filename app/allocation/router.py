@@ -48,7 +48,9 @@ def create_run(session: SessionDep, principal: Writer, body: RunCreate, response
 
 
 @router.get("", response_model=PageOut[RunPublic])
-def list_runs(session: SessionDep, principal: Reader, page: ListDep, status: RunStatus | None = None) -> PageOut[RunPublic]:
+def list_runs(
+    session: SessionDep, principal: Reader, page: ListDep, status: RunStatus | None = None
+) -> PageOut[RunPublic]:
     result = service.list_runs(session, principal=principal, limit=page.limit, cursor=page.cursor, status=status)
     plans = service.plan_ids(session, [r.id for r in result.items])
     return PageOut(items=[service.to_public(r, plans.get(r.id)) for r in result.items], next_cursor=result.next_cursor)

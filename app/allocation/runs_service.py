@@ -115,9 +115,7 @@ def _lock_scopes(session: Session) -> None:
 
 def _overlapping_run(session: Session, regions: Sequence[str], item_ids: Sequence[int]) -> AllocationRun | None:
     active = session.exec(
-        runs_without_problem()
-        .where(col(AllocationRun.status).in_(ACTIVE_RUN_STATUSES))
-        .order_by(col(AllocationRun.id))
+        runs_without_problem().where(col(AllocationRun.status).in_(ACTIVE_RUN_STATUSES)).order_by(col(AllocationRun.id))
     ).all()
     for run in active:
         if scopes_overlap(regions, item_ids, run.scope_regions, run.scope_item_ids):

@@ -120,8 +120,17 @@ def _load(engine: Engine, run_id: int, worker_id: str) -> _Loaded | None:
         return _Loaded(Owner(worker_id, run.attempts), dict(run.problem or {}), run.time_limit_s)
 
 
-def _finish(engine: Engine, run_id: int, owner: Owner, status: str, *, error: str | None = None,
-            stage: str | None = None, message: str | None = None, stats: dict[str, Any] | None = None) -> bool:
+def _finish(
+    engine: Engine,
+    run_id: int,
+    owner: Owner,
+    status: str,
+    *,
+    error: str | None = None,
+    stage: str | None = None,
+    message: str | None = None,
+    stats: dict[str, Any] | None = None,
+) -> bool:
     """Mark the run finished if this worker still owns it; False when it no longer does."""
     with transaction(engine) as session:
         run = lock_run(session, run_id)
@@ -132,15 +141,23 @@ def _finish(engine: Engine, run_id: int, owner: Owner, status: str, *, error: st
         return True
 
 
-def _mark(session: Any, run: AllocationRun, status: str, *, error: str | None = None, stage: str | None = None,
-          message: str | None = None, stats: dict[str, Any] | None = None) -> None:
+def _mark(
+    session: Any,
+    run: AllocationRun,
+    status: str,
+    *,
+    error: str | None = None,
+    stage: str | None = None,
+    message: str | None = None,
+    stats: dict[str, Any] | None = None,
+) -> None:
     before = audit.snapshot(run, exclude=AUDIT_EXCLUDE)
     now = utcnow()
     run.status = status
     run.error = error
     run.finished_at = now
     run.progress_stage = stage or status
-    run.progress_message = message or error
+    run.progress_message = (message or error or status)[:500]  # the column is VARCHAR(500)
     if status == "succeeded":
         run.progress_percent = 100.0
     if stats is not None:
@@ -148,8 +165,9 @@ def _mark(session: Any, run: AllocationRun, status: str, *, error: str | None = 
     touch(run, now)
     session.add(run)
     session.flush()
-    audit.record(session, actor=SYSTEM, action=f"allocation_run.{status}", obj=run, before=before,
-                 exclude=AUDIT_EXCLUDE)
+    audit.record(
+        session, actor=SYSTEM, action=f"allocation_run.{status}", obj=run, before=before, exclude=AUDIT_EXCLUDE
+    )
 
 
 def _pause_for_tests(beat: Heartbeat, run_id: int) -> None:
@@ -163,8 +181,15 @@ def _pause_for_tests(beat: Heartbeat, run_id: int) -> None:
         time.sleep(0.05)
 
 
-def _solver_stats(plan: dict[str, Any], problem: Problem, *, time_limit_s: float, worker_id: str,
-                  baseline_wall_s: float, started: float) -> dict[str, Any]:
+def _solver_stats(
+    plan: dict[str, Any],
+    problem: Problem,
+    *,
+    time_limit_s: float,
+    worker_id: str,
+    baseline_wall_s: float,
+    started: float,
+) -> dict[str, Any]:
     solver = plan.get("solver") or {}
     return {
         "status": plan.get("status"),
@@ -180,8 +205,9 @@ def _solver_stats(plan: dict[str, Any], problem: Problem, *, time_limit_s: float
     }
 
 
-def process_run(engine: Engine, run_id: int, worker_id: str, *,
-                heartbeat_interval: float = HEARTBEAT_INTERVAL_S) -> str | None:
+def process_run(
+    engine: Engine, run_id: int, worker_id: str, *, heartbeat_interval: float = HEARTBEAT_INTERVAL_S
+) -> str | None:
     """Solve a run this worker has claimed. Returns its final status, or None when the run was no
     longer this worker's to finish (re-queued, failed or cancelled by someone else meanwhile)."""
     started = time.monotonic()
@@ -208,8 +234,14 @@ def process_run(engine: Engine, run_id: int, worker_id: str, *,
             return _fail(engine, run_id, owner, exc)
     if beat.lost:
         return None
-    stats = _solver_stats(plan, problem, time_limit_s=loaded.time_limit_s, worker_id=worker_id,
-                          baseline_wall_s=baseline_wall_s, started=started)
+    stats = _solver_stats(
+        plan,
+        problem,
+        time_limit_s=loaded.time_limit_s,
+        worker_id=worker_id,
+        baseline_wall_s=baseline_wall_s,
+        started=started,
+    )
     try:
         return _succeed(engine, run_id, owner, plan, baseline, stats)
     except Exception as exc:  # noqa: BLE001
@@ -224,8 +256,14 @@ def _baseline_or_none(problem: Problem, run_id: int) -> dict[str, Any] | None:
         return None
 
 
-def _succeed(engine: Engine, run_id: int, owner: Owner, plan: dict[str, Any], baseline: dict[str, Any] | None,
-             stats: dict[str, Any]) -> str | None:
+def _succeed(
+    engine: Engine,
+    run_id: int,
+    owner: Owner,
+    plan: dict[str, Any],
+    baseline: dict[str, Any] | None,
+    stats: dict[str, Any],
+) -> str | None:
     """One transaction: plan stored and run succeeded together, or nothing (cancel wins over the plan)."""
     with transaction(engine) as session:
         run = lock_run(session, run_id)
@@ -280,8 +318,14 @@ def recover_stalled(engine: Engine, stale_after_s: float = STALE_AFTER_S) -> lis
                 touch(run)
                 session.add(run)
                 session.flush()
-                audit.record(session, actor=SYSTEM, action="allocation_run.requeue", obj=run, before=before,
-                             exclude=AUDIT_EXCLUDE)
+                audit.record(
+                    session,
+                    actor=SYSTEM,
+                    action="allocation_run.requeue",
+                    obj=run,
+                    before=before,
+                    exclude=AUDIT_EXCLUDE,
+                )
             else:
                 _mark(session, run, "failed", error=f"{STALLED_REASON} (worker {gone}, attempt {run.attempts})")
             changed.append((run.id or 0, run.status))
@@ -293,9 +337,16 @@ def recover_stalled(engine: Engine, stale_after_s: float = STALE_AFTER_S) -> lis
 # ------------------------------------------------------------------------------------ loop
 
 
-def run_worker(engine: Engine, *, worker_id: str, poll_interval: float = POLL_INTERVAL_S,
-               stop_event: threading.Event | None = None, once: bool = False,
-               heartbeat_interval: float = HEARTBEAT_INTERVAL_S, stale_after_s: float = STALE_AFTER_S) -> int:
+def run_worker(
+    engine: Engine,
+    *,
+    worker_id: str,
+    poll_interval: float = POLL_INTERVAL_S,
+    stop_event: threading.Event | None = None,
+    once: bool = False,
+    heartbeat_interval: float = HEARTBEAT_INTERVAL_S,
+    stale_after_s: float = STALE_AFTER_S,
+) -> int:
     """Loop: recover stalled runs, claim the next queued run, solve it; sleep when idle.
 
     `once`: one pass — recover, then process queued runs until none is left, then return.

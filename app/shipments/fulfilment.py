@@ -45,9 +45,7 @@ def lock_lines(session: Session, line_ids: Iterable[int]) -> LockedLines:
     out = LockedLines()
     if not ids:
         return out
-    request_ids = sorted(
-        set(session.exec(select(RequestLine.request_id).where(col(RequestLine.id).in_(ids))).all())
-    )
+    request_ids = sorted(set(session.exec(select(RequestLine.request_id).where(col(RequestLine.id).in_(ids))).all()))
     if not request_ids:
         return out
     headers = session.exec(

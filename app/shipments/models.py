@@ -11,7 +11,15 @@ from sqlmodel import Field, SQLModel
 
 from app.models_common import in_list, ts_field
 
-SHIPMENT_STATUSES: tuple[str, ...] = ("planned", "dispatched", "in_transit", "delivered", "failed", "returned", "cancelled")
+SHIPMENT_STATUSES: tuple[str, ...] = (
+    "planned",
+    "dispatched",
+    "in_transit",
+    "delivered",
+    "failed",
+    "returned",
+    "cancelled",
+)
 SHORTFALL_REASONS: tuple[str, ...] = ("damaged", "lost", "refused")
 # SPEC §2: anything else is 409.
 TRANSITIONS: dict[str, frozenset[str]] = {

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 16:09:26.619133
+Create Date: 2026-11-22 16:13:42.257828
 """
 from collections.abc import Sequence
 
