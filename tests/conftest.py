@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlmodel import SQLModel
 
 import app.models  # noqa: F401
-from app.db import make_engine
+from app.db import make_engine, transaction
 from app.main import create_app
 from app.migrate import upgrade
 
@@ -125,3 +125,28 @@ def factory(engine: Engine) -> Any:
 
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+@pytest.fixture
+def demo(engine: Engine, tmp_path: Path) -> dict[str, Actor]:
+    """The demo coalition loaded into the test database, with one Actor per demo key."""
+    from app.demo import loader
+    from app.keys import service as keys
+
+    loader.load_if_empty(engine=engine)
+    actors: dict[str, Actor] = {}
+    with transaction(engine) as session:
+        for role, info in loader.ensure_demo_keys(tmp_path, engine=engine).items():
+            key = keys.authenticate(session, info["key"])
+            assert key is not None
+            actors[role] = Actor(role=key.role, key=info["key"], key_id=key.id, organization_id=key.organization_id)
+    return actors
+
+
+def row_counts(engine: Engine) -> dict[str, int]:
+    """Rows per table: bad input must change none of them."""
+    with engine.connect() as conn:
+        return {
+            t.name: conn.execute(text(f'SELECT COUNT(*) FROM "{t.name}"')).scalar_one()
+            for t in SQLModel.metadata.sorted_tables
+        }
