@@ -31,6 +31,10 @@ DOMAIN_ROUTERS = (
     "app.allocation.router",
     "app.allocation.plans_router",
     "app.shipments.router",
+    "app.reports.router",
+    "app.imports.router",
+    "app.fhir.router",
+    "app.operations.router",
 )
 IMPORT_PREFIXES = ("/v1/imports",)
 

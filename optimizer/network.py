@@ -5,13 +5,16 @@ substitutes and ``max(now, available_at) + distance_km / speed_kmh`` is no later
 ``needed_by`` and the source's ``expires_at`` (each when given). Sources with quantity 0 give no arcs.
 
 Arcs are ordered by demand index, then source index: deterministic, and each demand's arcs form one
-contiguous slice ``demand_start[d]:demand_start[d + 1]``.
+contiguous slice ``demand_start[d]:demand_start[d + 1]``. Per arc only source, demand, distance and
+an item-pair code are stored (memory: the largest scenarios have millions of arcs); penalty, unit
+cost and the substitute flag are derived on first use and cached.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +37,27 @@ def haversine_km(lat1: npt.ArrayLike, lon1: npt.ArrayLike, lat2: npt.ArrayLike, 
     return np.asarray(2.0 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0))), dtype=np.float64)
 
 
+def unit_vectors(lat: npt.ArrayLike, lon: npt.ArrayLike) -> F64:
+    """Points on the unit sphere, shape (n, 3)."""
+    phi, lam = np.radians(np.asarray(lat, dtype=np.float64)), np.radians(np.asarray(lon, dtype=np.float64))
+    return np.stack([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)], axis=-1)
+
+
+def chord_distance_km(u: F64, v: F64) -> F64:
+    """Great-circle km between every row of ``u`` (n, 3) and of ``v`` (m, 3) → (n, m).
+
+    The same distance as ``haversine_km`` (2R·asin(chord/2) = 2R·asin(√a)), computed from coordinate
+    differences — as well conditioned as haversine, with no trigonometry per pair.
+    """
+    sq = (u[:, None, 0] - v[None, :, 0]) ** 2
+    sq += (u[:, None, 1] - v[None, :, 1]) ** 2
+    sq += (u[:, None, 2] - v[None, :, 2]) ** 2
+    np.sqrt(sq, out=sq)
+    sq *= 0.5
+    np.clip(sq, 0.0, 1.0, out=sq)
+    return np.asarray(np.arcsin(sq, out=sq) * (2.0 * EARTH_RADIUS_KM), dtype=np.float64)
+
+
 @dataclass(frozen=True)
 class Arcs:
     """Feasible arcs; per-arc arrays share one index. See the module docstring for the order."""
@@ -41,9 +65,10 @@ class Arcs:
     source: I32  # index into problem.sources
     demand: I32  # index into problem.demands
     distance_km: F64
-    penalty: F64  # substitution penalty per unit (0 for the demanded SKU itself)
-    unit_cost: F64  # distance_km × cost_per_unit_km + penalty
-    substitute: B  # True when the source's SKU is a substitute, not the demanded SKU
+    pair: I32  # demanded item index × n_items + source item index
+    pair_penalty: F64  # per pair code: substitution penalty (0 for the demanded SKU itself)
+    pair_substitute: B  # per pair code: the source's SKU differs from the demanded one
+    cost_per_unit_km: float
     demand_start: I64  # CSR offsets, length n_demands + 1
     compatible: B  # per demand: some source with quantity > 0 holds a compatible SKU
     source_qty: I64  # per source: quantity (whole units)
@@ -53,7 +78,22 @@ class Arcs:
     def n(self) -> int:
         return int(self.source.shape[0])
 
-    @property
+    @cached_property
+    def penalty(self) -> F64:
+        """Per arc: substitution penalty per unit."""
+        return np.asarray(self.pair_penalty[self.pair], dtype=np.float64)
+
+    @cached_property
+    def unit_cost(self) -> F64:
+        """Per arc: distance_km × cost_per_unit_km + penalty."""
+        return np.asarray(self.distance_km * self.cost_per_unit_km + self.penalty, dtype=np.float64)
+
+    @cached_property
+    def substitute(self) -> B:
+        """Per arc: True when the source's SKU is a substitute, not the demanded SKU."""
+        return np.asarray(self.pair_substitute[self.pair], dtype=np.bool_)
+
+    @cached_property
     def reachable(self) -> B:
         """Per demand: at least one feasible arc."""
         return np.asarray(np.diff(self.demand_start) > 0)
@@ -67,62 +107,71 @@ def build_arcs(problem: Problem) -> Arcs:
     """All feasible arcs of ``problem``, vectorized per demanded SKU (see module docstring)."""
     now, settings = problem.now, problem.settings
     srcs, dems = problem.sources, problem.demands
-    n_s, n_d = len(srcs), len(dems)
+    n_s, n_d, n_i = len(srcs), len(dems), len(problem.items)
     sku_index = {it.sku: k for k, it in enumerate(problem.items)}
 
-    s_item = np.fromiter((sku_index[s.item] for s in srcs), dtype=np.int32, count=n_s)
+    s_item = np.fromiter((sku_index[s.item] for s in srcs), dtype=np.int64, count=n_s)
     s_qty = np.fromiter((s.quantity for s in srcs), dtype=np.int64, count=n_s)
-    s_lat = np.fromiter((s.lat for s in srcs), dtype=np.float64, count=n_s)
-    s_lon = np.fromiter((s.lon for s in srcs), dtype=np.float64, count=n_s)
+    s_vec = unit_vectors([s.lat for s in srcs], [s.lon for s in srcs]).reshape(n_s, 3)
     s_ready = np.fromiter((max(0.0, _hours(s.available_at, now, 0.0)) for s in srcs), np.float64, n_s)
     s_expiry = np.fromiter((_hours(s.expires_at, now, np.inf) for s in srcs), np.float64, n_s)
-    d_item = np.fromiter((sku_index[d.item] for d in dems), dtype=np.int32, count=n_d)
-    d_lat = np.fromiter((d.lat for d in dems), dtype=np.float64, count=n_d)
-    d_lon = np.fromiter((d.lon for d in dems), dtype=np.float64, count=n_d)
+    d_item = np.fromiter((sku_index[d.item] for d in dems), dtype=np.int64, count=n_d)
     d_deadline = np.fromiter((_hours(d.needed_by, now, np.inf) for d in dems), np.float64, n_d)
     d_qty = np.fromiter((d.quantity for d in dems), dtype=np.int64, count=n_d)
+    # Demand lines often share a site: distances are computed once per (site, source).
+    coords = np.array([(d.lat, d.lon) for d in dems], dtype=np.float64).reshape(n_d, 2)
+    sites, d_site = np.unique(coords, axis=0, return_inverse=True)
+    d_site = d_site.reshape(-1)
+    site_vec = unit_vectors(sites[:, 0], sites[:, 1]).reshape(-1, 3)
 
+    pair_penalty = np.zeros(n_i * n_i, dtype=np.float64)
+    pair_substitute = np.zeros(n_i * n_i, dtype=np.bool_)
     compatible = np.zeros(n_d, dtype=np.bool_)
-    parts: list[tuple[I32, I32, F64, F64, B]] = []  # demand, source, km, penalty, substitute
-    speed, cpk = settings.speed_kmh, settings.cost_per_unit_km
+    parts: list[tuple[I64, I64, F64, I64]] = []  # demand, source, km, pair code
+    speed = settings.speed_kmh
     for k, item in enumerate(problem.items):
-        rows = np.flatnonzero(d_item == k).astype(np.int32)
-        if rows.size == 0:
-            continue
-        penalty_of = {k: 0.0} | {sku_index[s.sku]: s.penalty for s in item.substitutes}
-        cols = np.flatnonzero(np.isin(s_item, list(penalty_of)) & (s_qty > 0)).astype(np.int32)
-        if cols.size == 0:
+        pen_of = {k: 0.0} | {sku_index[s.sku]: s.penalty for s in item.substitutes}
+        for j, pen in pen_of.items():
+            pair_penalty[k * n_i + j], pair_substitute[k * n_i + j] = pen, j != k
+        rows = np.flatnonzero(d_item == k)
+        cols = np.flatnonzero(np.isin(s_item, list(pen_of)) & (s_qty > 0))
+        if rows.size == 0 or cols.size == 0:
             continue
         compatible[rows] = True
-        pen = np.array([penalty_of[int(i)] for i in s_item[cols]], dtype=np.float64)
-        # Demand lines often share a site: compute distances once per distinct (lat, lon).
-        coords = np.stack([d_lat[rows], d_lon[rows]], axis=1)
-        uniq, inv = np.unique(coords, axis=0, return_inverse=True)
-        dist_u = haversine_km(uniq[:, 0:1], uniq[:, 1:2], s_lat[cols][None, :], s_lon[cols][None, :])
-        dist = dist_u[inv.reshape(-1)]
-        arrival = s_ready[cols][None, :] + dist / speed
-        limit = np.minimum(d_deadline[rows][:, None], s_expiry[cols][None, :])
-        r, c = np.nonzero(arrival <= limit)
-        parts.append((rows[r], cols[c], dist[r, c], pen[c], (s_item[cols] != k)[c]))
+        used_sites, inv = np.unique(d_site[rows], return_inverse=True)
+        dist = chord_distance_km(site_vec[used_sites], s_vec[cols])[inv.reshape(-1)]
+        arrival = dist / speed
+        arrival += s_ready[cols][None, :]
+        ok = arrival <= d_deadline[rows][:, None]
+        ok &= arrival <= s_expiry[cols][None, :]
+        del arrival
+        r, c = np.nonzero(ok)
+        parts.append((rows[r], cols[c], dist[r, c], k * n_i + s_item[cols[c]]))
+        del dist, ok
 
-    if parts:
-        dem = np.concatenate([p[0] for p in parts])
-        # Each part is already (demand, source)-ordered; a stable sort on demand merges them.
-        order = np.argsort(dem, kind="stable")
-        dem = dem[order]
-        src, dist_km, pen_a, sub = (np.concatenate([p[i] for p in parts])[order] for i in (1, 2, 3, 4))
-    else:
-        dem = src = np.zeros(0, dtype=np.int32)
-        dist_km = pen_a = np.zeros(0, dtype=np.float64)
-        sub = np.zeros(0, dtype=np.bool_)
-    start = np.searchsorted(dem, np.arange(n_d + 1), side="left").astype(np.int64)
+    counts = np.zeros(n_d, dtype=np.int64)
+    for dem, *_ in parts:
+        counts += np.bincount(dem, minlength=n_d)
+    start = np.zeros(n_d + 1, dtype=np.int64)
+    np.cumsum(counts, out=start[1:])
+    n = int(start[-1])
+    source = np.empty(n, dtype=np.int32)
+    dist_km = np.empty(n, dtype=np.float64)
+    pair = np.empty(n, dtype=np.int32)
+    for dem, src, km, code in parts:
+        # A demand has one item, so all its arcs sit in one part, contiguous and source-ordered:
+        # place each at its demand's start plus its offset inside the demand's run.
+        pos = start[dem] + (np.arange(dem.size) - np.searchsorted(dem, dem, side="left"))
+        source[pos], dist_km[pos], pair[pos] = src, km, code
+    parts.clear()
     return Arcs(
-        source=np.ascontiguousarray(src, dtype=np.int32),
-        demand=np.ascontiguousarray(dem, dtype=np.int32),
-        distance_km=np.ascontiguousarray(dist_km, dtype=np.float64),
-        penalty=np.ascontiguousarray(pen_a, dtype=np.float64),
-        unit_cost=np.ascontiguousarray(dist_km * cpk + pen_a, dtype=np.float64),
-        substitute=np.ascontiguousarray(sub, dtype=np.bool_),
+        source=source,
+        demand=np.repeat(np.arange(n_d, dtype=np.int32), counts),
+        distance_km=dist_km,
+        pair=pair,
+        pair_penalty=pair_penalty,
+        pair_substitute=pair_substitute,
+        cost_per_unit_km=float(settings.cost_per_unit_km),
         demand_start=start,
         compatible=compatible,
         source_qty=s_qty,

@@ -21,12 +21,10 @@ from app.sites.models import Site, SiteCreate, SiteUpdate
 
 
 def _driver_visible_site_ids(session: Session, principal: Principal) -> set[int]:
-    """Sites a driver may read: the origins and destinations of shipments assigned to the driver's key.
+    """Sites a driver may read: the origins and destinations of shipments assigned to the driver's key."""
+    from app.shipments import service as shipments  # local import: shipments depends on sites' neighbours
 
-    Shipments arrive with the allocation/shipment workflow issue; until then no shipment can be
-    assigned, so a driver sees no site at all (empty lists, 404 for every id).
-    """
-    return set()
+    return shipments.driver_site_ids(session, driver_key_id=principal.key_id)
 
 
 def _visible(session: Session, principal: Principal) -> Any:

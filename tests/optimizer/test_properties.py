@@ -3,9 +3,15 @@
 1. Every ``optimizer.solve`` plan passes ``optimizer.check`` with the full certificate.
 2. An independent stage-by-stage LP (``lp_oracle``: progressive filling with GLOP) agrees, tier by tier
    with the higher tiers held at the plan's quantities: the same total units per tier (both are
-   maximal vectors of the same polymatroid, so the totals are equal, not just close), every demand
-   within one unit of its fractional fair quantity, the tier's min level ≥ the LP's − 1/(w·q), and the
+   maximal vectors of the same polymatroid, so the totals are equal — stronger than "within one unit
+   per demand"), and the tier's min level ≥ the LP's max-min level − 1/(w·q) of the plan's
+   lowest demand k (else the LP's fractional plan, rounded by max-flow integrality, would give k one
+   more unit while every protected demand keeps its quantity: a certificate violation). Then the
    minimum cost of the plan's quantities within 0.1 % of the plan's cost.
+   Not asserted: each demand within one unit of its fractional share. Whole units are ranked by
+   k/(w·q) (SPEC §3.3's certificate), which can favour a large demand by more than one unit: supply
+   3 for q = 1, 1, 2, 13 with weights 0.5, 1, 1, 0.5 — fractional 0.15, 0.3, 0.6, 1.95 — gets 0, 0, 0, 3,
+   and that is the only plan meeting the certificate.
 3. The baselines are feasible and consistent (they need not be fair).
 """
 
@@ -48,8 +54,6 @@ def test_independent_lp_agrees(problem: Problem) -> None:
         y = water_fill(problem, arcs, tier, floor)
         total_plan, total_lp = sum(x[j] for j in members), sum(y.values())
         assert abs(total_plan - total_lp) <= 1e-5 * max(1.0, total_lp), (tier, total_plan, total_lp)
-        for j in members:
-            assert abs(x[j] - y[j]) < 1 + 1e-6, (tier, problem.demands[j].id, x[j], y[j])
         k = min(members, key=lambda j: x[j] / c[j])
         lp_min = min(y[j] / c[j] for j in members)
         assert x[k] / c[k] >= lp_min - 1 / c[k] - 1e-9, (tier, x[k] / c[k], lp_min)

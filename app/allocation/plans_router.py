@@ -1,0 +1,125 @@
+"""/v1/allocation-runs/{run_id}/plan…: review, edit, approve, reject, CSV exports.
+
+Logistics reviews and decides; admin may read; every other role gets 403. The plan's ETag covers its
+version and the last approved plan (the review shows the difference from it); edits, approval and
+rejection honour If-Match (412 when stale).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Response
+from fastapi.responses import PlainTextResponse
+
+from app.allocation import plan_approval, plan_exports
+from app.allocation import plans_service as service
+from app.allocation.models import Plan
+from app.allocation.plan_schemas import PlanLineUpdate, PlanPublic
+from app.deps import Allow, IfMatch, SecuredRoute, SessionDep, check_if_match
+from app.principal import Principal
+
+router = APIRouter(prefix="/v1/allocation-runs", tags=["plans"], route_class=SecuredRoute)
+
+Reader = Annotated[Principal, Allow("admin", "logistics")]
+Writer = Annotated[Principal, Allow("logistics")]
+IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match")]
+CSV = "text/csv; charset=utf-8"
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    if if_none_match is None:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+    return "*" in tags or etag in tags
+
+
+def _if_match(if_match: str | None) -> Callable[[str], None]:
+    return lambda etag: check_if_match(if_match, etag)
+
+
+def _out(session: SessionDep, plan: Plan, response: Response) -> PlanPublic:
+    response.headers["ETag"] = service.plan_etag(session, plan)
+    return service.to_public(session, plan)
+
+
+@router.get("/{run_id}/plan", response_model=PlanPublic)
+def get_plan(
+    session: SessionDep, principal: Reader, run_id: int, response: Response, if_none_match: IfNoneMatch = None
+) -> PlanPublic | Response:
+    """Allocation lines, per-demand fill / unmet / reason, KPIs next to the greedy baseline's, and the
+    difference from the last approved plan."""
+    plan = service.find_plan(session, run_id=run_id)
+    etag = service.plan_etag(session, plan)
+    if _matches(if_none_match, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    return _out(session, plan, response)
+
+
+@router.patch("/{run_id}/plan/lines/{line_id}", response_model=PlanPublic)
+def update_line(
+    session: SessionDep,
+    principal: Writer,
+    run_id: int,
+    line_id: int,
+    body: PlanLineUpdate,
+    response: Response,
+    if_match: IfMatch = None,
+) -> PlanPublic:
+    """Change a proposed plan's line quantity; re-validated against the run's snapshot, marked manual."""
+    plan = service.update_line(
+        session,
+        actor=principal,
+        run_id=run_id,
+        line_id=line_id,
+        quantity=body.quantity,
+        precondition=_if_match(if_match),
+    )
+    return _out(session, plan, response)
+
+
+@router.delete("/{run_id}/plan/lines/{line_id}", response_model=PlanPublic)
+def remove_line(
+    session: SessionDep, principal: Writer, run_id: int, line_id: int, response: Response, if_match: IfMatch = None
+) -> PlanPublic:
+    """Remove a line from a proposed plan; KPIs are recomputed. Answers with the updated plan."""
+    plan = service.remove_line(
+        session, actor=principal, run_id=run_id, line_id=line_id, precondition=_if_match(if_match)
+    )
+    return _out(session, plan, response)
+
+
+@router.post("/{run_id}/plan/approve", response_model=PlanPublic)
+def approve(
+    session: SessionDep, principal: Writer, run_id: int, response: Response, if_match: IfMatch = None
+) -> PlanPublic:
+    """Reserve stock, commit pledges and create shipments in one transaction — or 409 listing every
+    line that no longer fits (`conflicts`), with nothing written."""
+    plan = plan_approval.approve(session, actor=principal, run_id=run_id, precondition=_if_match(if_match))
+    return _out(session, plan, response)
+
+
+@router.post("/{run_id}/plan/reject", response_model=PlanPublic)
+def reject(
+    session: SessionDep, principal: Writer, run_id: int, response: Response, if_match: IfMatch = None
+) -> PlanPublic:
+    """The plan is kept for the record; nothing is reserved."""
+    plan = service.reject(session, actor=principal, run_id=run_id, precondition=_if_match(if_match))
+    return _out(session, plan, response)
+
+
+@router.get("/{run_id}/plan/pick-list.csv", response_class=PlainTextResponse)
+def pick_list(session: SessionDep, principal: Reader, run_id: int, site_id: int | None = None) -> Response:
+    """Per depot: lot, item, quantity, destination. `site_id` limits it to one depot (or donor site)."""
+    body = plan_exports.pick_list(session, run_id=run_id, site_id=site_id)
+    name = f"plan-run-{run_id}-pick-list" + (f"-site-{site_id}" if site_id is not None else "") + ".csv"
+    return Response(body, media_type=CSV, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@router.get("/{run_id}/plan/manifest.csv", response_class=PlainTextResponse)
+def manifest(session: SessionDep, principal: Reader, run_id: int, site_id: int | None = None) -> Response:
+    """Per destination: item, quantity, origin. `site_id` limits it to one destination."""
+    body = plan_exports.manifest(session, run_id=run_id, site_id=site_id)
+    name = f"plan-run-{run_id}-manifest" + (f"-site-{site_id}" if site_id is not None else "") + ".csv"
+    return Response(body, media_type=CSV, headers={"Content-Disposition": f'attachment; filename="{name}"'})
