@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -33,6 +34,41 @@ def db_downgrade(revision: Annotated[str, typer.Argument()] = "base") -> None:
 
     downgrade(get_settings().effective_database_url, revision)
     typer.echo(f"database at {revision}")
+
+
+@db_app.command("backup")
+def db_backup(
+    file: Annotated[Path, typer.Argument(help="Backup file to write (PostgreSQL: pg_dump custom format)")],
+) -> None:
+    """Back up the database while it is in use (PostgreSQL: pg_dump; SQLite: the online backup API)."""
+    from app.operations import backup
+
+    url = get_settings().effective_database_url
+    try:
+        backup.backup(url, file)
+    except backup.BackupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"backed up {backup.describe(url)} to {file}")
+
+
+@db_app.command("restore")
+def db_restore(
+    file: Annotated[Path, typer.Argument(help="A file written by `crisis-supply db backup`")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")] = False,
+) -> None:
+    """Replace the database's content with a backup (stop the API and workers first)."""
+    from app.operations import backup
+
+    url = get_settings().effective_database_url
+    if not yes:
+        typer.confirm(f"Replace every table of {backup.describe(url)} with {file}?", abort=True)
+    try:
+        backup.restore(url, file)
+    except backup.BackupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"restored {backup.describe(url)} from {file}")
 
 
 @demo_app.command("load")
@@ -71,7 +107,8 @@ def keys_create(
             key, secret = service.create_key(session, actor=SYSTEM, data=data)
             typer.echo(f"created {key.role} key #{key.id} ({key.name})")
     except DomainError as exc:
-        typer.echo(f"error: {exc.field or ''}: {exc.detail}", err=True)
+        option = {"organization_id": "--org", "role": "--role", "name": "--name"}.get(exc.field or "", exc.field or "")
+        typer.echo(f"error: {option}: {exc.detail}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(secret)
 
@@ -98,7 +135,15 @@ def serve(
         for role, info in keys.items():
             typer.echo(f"  {role:<12} {info['key']}   ({info['name']})")
         typer.echo(f"API docs: http://{host}:{port}/docs")
-    uvicorn.run("app.asgi:app", host=host, port=port, workers=workers, log_level="info")
+    from app.operations.logging import configure_logging
+    from app.operations.metrics import prepare_multiprocess_dir
+
+    configure_logging(get_settings().log_level)
+    prepare_multiprocess_dir()
+    # log_config=None: uvicorn's messages go through our JSON logging; the app logs one line per request.
+    uvicorn.run(
+        "app.asgi:app", host=host, port=port, workers=workers, log_level="info", log_config=None, access_log=False
+    )
 
 
 @app.command("worker")
@@ -112,12 +157,45 @@ def worker(
 ) -> None:
     """Claim and solve queued allocation runs (run any number of these against PostgreSQL)."""
     from app.allocation.worker_main import main as worker_main
+    from app.operations.logging import configure_logging
+
+    configure_logging(get_settings().log_level)
 
     raise typer.Exit(
         worker_main(
             once=once, poll_interval=poll_interval, heartbeat_interval=heartbeat_interval, stale_after_s=stale_after
         )
     )
+
+
+@app.command("import")
+def import_file(
+    kind: Annotated[str, typer.Argument(help="organizations | sites | items | inventory | requests | pledges")],
+    file: Annotated[Path, typer.Argument(help="A CSV (UTF-8, header row) or XLSX file (first sheet)")],
+) -> None:
+    """Import a spreadsheet, all-or-nothing; on any error print every bad cell and exit 1."""
+    from app.imports.cli import run_import
+
+    raise typer.Exit(run_import(kind, file))
+
+
+@app.command("export")
+def export(
+    kind: Annotated[
+        str,
+        typer.Argument(
+            help="organizations | sites | items | inventory | requests | pledges | "
+            "shipments | plans | reports/gap | reports/days-of-supply | "
+            "reports/request-ageing | reports/donor-impact"
+        ),
+    ],
+    fmt: Annotated[str, typer.Option("--format", help="csv | xlsx")] = "csv",
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write (default: stdout)")] = None,
+) -> None:
+    """Export every row of a kind (or a report) as CSV or XLSX."""
+    from app.imports.cli import run_export
+
+    raise typer.Exit(run_export(kind, fmt, output))
 
 
 @app.command("solve")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,14 +20,31 @@ class Settings(BaseSettings):
     default_page_size: int = 50
     max_request_lines: int = 1000
     planning_horizon_days: float = 14.0
+    days_of_supply_threshold: float = 7.0
     embedded_worker: str = Field(default="auto", description="auto (SQLite: child worker process) | on | off")
     log_level: str = "INFO"
+    # Operations (docs/operations.md): CORS stays off unless origins are listed (comma-separated);
+    # /metrics is public unless a token is set, then it needs `Authorization: Bearer <token>`.
+    cors_origins: str = Field(default="", description="Comma-separated origins allowed by CORS; empty = CORS off")
+    metrics_token: SecretStr | None = Field(default=None, description="Bearer token required by /metrics when set")
+    # Reliability (docs/reliability.md). Rate limits are per API key and per API process; 0 turns one off.
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1, description="How long an Idempotency-Key is kept")
+    idempotency_stale_seconds: float = Field(
+        default=60.0, gt=0, description="A reservation without a heartbeat for this long is abandoned"
+    )
+    rate_limit_writes_per_minute: int = Field(default=600, ge=0, description="POST/PUT/PATCH/DELETE per key")
+    rate_limit_reads_per_minute: int = Field(default=6000, ge=0, description="GET/HEAD per key (polling)")
+    auth_failures_per_minute: int = Field(default=20, ge=0, description="401s per client address before 429")
 
     @property
     def effective_database_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'crisis-supply.db').as_posix()}"
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
 
 @lru_cache

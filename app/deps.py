@@ -14,7 +14,7 @@ from fastapi.routing import APIRoute
 from sqlmodel import Session
 
 from app.db import transaction
-from app.errors import Forbidden, PreconditionFailed, Unauthorized
+from app.errors import Forbidden, PreconditionFailed, PreconditionRequired, Unauthorized
 from app.principal import Principal
 
 ROLE_MARKER = "__allowed_roles__"
@@ -115,9 +115,12 @@ def etag_for(version: int, kind: str = "v") -> str:
     return f'"{kind}{version}"'
 
 
-def check_if_match(if_match: str | None, current_etag: str) -> None:
-    """Optimistic concurrency: a stale If-Match is 412 (a missing one is accepted for now)."""
+def check_if_match(if_match: str | None, current_etag: str, *, required: bool = False) -> None:
+    """Optimistic concurrency: a stale If-Match is 412. A missing one is 428 where `required` (PATCH,
+    DELETE and plan approval: blind overwrites are refused) and accepted elsewhere (state actions)."""
     if if_match is None:
+        if required:
+            raise PreconditionRequired("send If-Match with the ETag from your last read of this object")
         return
     candidates = {c.strip() for c in if_match.split(",")}
     if "*" in candidates:
@@ -128,6 +131,10 @@ def check_if_match(if_match: str | None, current_etag: str) -> None:
 
 
 IfMatch = Annotated[str | None, Header(alias="If-Match")]
+IF_MATCH_REQUIRED_DOC = "ETag from your last read of this object. Required: 428 without it, 412 when stale."
+# Optional for FastAPI so a missing header reaches check_if_match(required=True) → 428 (after the 404 for
+# a foreign id); the OpenAPI document marks it required (app.idempotency.openapi).
+IfMatchRequired = Annotated[str | None, Header(alias="If-Match", description=IF_MATCH_REQUIRED_DOC)]
 
 
 def iter_api_routes(routes: Any) -> Iterator[APIRoute]:

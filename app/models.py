@@ -2,6 +2,7 @@
 
 from app.allocation.models import AllocationRun, Plan, PlanLine
 from app.audit.models import AuditEvent
+from app.idempotency.models import IdempotencyKey
 from app.inventory.models import InventoryLot, InventoryMovement
 from app.items.models import Item, ItemSubstitute
 from app.keys.models import ApiKey
@@ -22,6 +23,7 @@ __all__ = [
     "ShipmentLine",
     "ApiKey",
     "AuditEvent",
+    "IdempotencyKey",
     "InventoryLot",
     "InventoryMovement",
     "Item",

@@ -4,6 +4,7 @@
 plan; ``load_problem`` / ``plan_to_dict`` handle the JSON v1 formats; ``check`` verifies a plan.
 """
 
+from optimizer.check import CheckReport, check
 from optimizer.io import (
     ProblemError,
     load_plan,
@@ -32,6 +33,7 @@ from optimizer.solve import SolveOptions, solve
 
 __all__ = [
     "Allocation",
+    "CheckReport",
     "Demand",
     "DemandResult",
     "Item",
@@ -46,6 +48,7 @@ __all__ = [
     "StageStats",
     "Substitute",
     "TierKpis",
+    "check",
     "load_plan",
     "load_plan_file",
     "load_problem",

@@ -36,24 +36,22 @@ def greedy(problem: Problem) -> Plan:
     arcs = build_arcs(problem)
     rank = {name: k for k, name in enumerate(PRIORITIES)}
     tier = np.array([rank[d.priority] for d in problem.demands], dtype=np.int64)
-    # One sort for all demands: demand first keeps each demand's arcs in its own CSR slice.
-    order = np.lexsort((arcs.source, arcs.substitute, arcs.distance_km, arcs.demand))
-    src_sorted = arcs.source[order].astype(np.int64)
     left = arcs.source_qty.copy()
     flow = np.zeros(arcs.n, dtype=np.int64)
-    start = arcs.demand_start
+    start = arcs.demand_start.tolist()
+    src, dist, sub, qty = arcs.source, arcs.distance_km, arcs.substitute, arcs.demand_qty.tolist()
     for d in np.lexsort((np.arange(tier.size), tier)).tolist():
-        lo, hi = int(start[d]), int(start[d + 1])
+        lo, hi = start[d], start[d + 1]
         if lo == hi:
             continue
-        srcs = src_sorted[lo:hi]
+        # A demand's arcs are in source order, and lexsort is stable: nearest, then primary SKU, then source.
+        idx = lo + np.lexsort((sub[lo:hi], dist[lo:hi]))
+        srcs = src[idx]
         avail = left[srcs]
         before = np.cumsum(avail) - avail  # units offered by nearer sources
-        take = np.clip(int(arcs.demand_qty[d]) - before, 0, avail)
-        if not take.any():
-            continue
+        take = np.minimum(np.maximum(qty[d] - before, 0), avail)
         left[srcs] -= take  # a source appears at most once per demand
-        flow[order[lo:hi]] = take
+        flow[idx] = take
     return _plan(problem, arcs, flow, "greedy", started)
 
 

@@ -37,6 +37,8 @@ F64 = npt.NDArray[np.float64]
 B = npt.NDArray[np.bool_]
 
 LEVEL_RTOL = 1e-12  # levels this close count as ties, and ties are protected (in the plan's favour)
+N_TIERS = 3
+BITS_LIMIT = 256 << 20  # bytes for the per-demand source bitsets; beyond, gather arc lists instead
 Method = Literal["residual", "maxflow"]
 
 
@@ -108,23 +110,18 @@ def certify(
     if chosen.size == 0:
         return out
 
-    c = net.w * net.q.astype(np.float64)
-    order = np.argsort(f_src, kind="stable")
-    src_ptr = np.searchsorted(f_src[order], np.arange(net.cap.size + 1)).astype(np.int64)
-    flow_dem = f_dem[order]
+    level = x / (net.w * net.q)
+    search = _Search(net, level, f_src, f_dem, f_qty)
     solver = _MaxFlow(net) if method == "maxflow" else None
     for r in chosen.tolist():
-        # s protected ⇔ higher tier, or same tier and x_s / c_s ≤ (x_r + 1) / c_r (cross-multiplied).
-        same = (net.tier == net.tier[r]) & (x * c[r] <= (x[r] + 1) * c * (1.0 + LEVEL_RTOL))
-        protected = (net.tier < net.tier[r]) | same
-        protected[r] = True
+        # s is protected ⇔ higher tier, or same tier and x_s / (w_s q_s) ≤ θ = (x_r + 1) / (w_r q_r).
+        theta = (x[r] + 1) / (net.w[r] * net.q[r]) * (1.0 + LEVEL_RTOL)
         if solver is not None:
+            protected = (net.tier < net.tier[r]) | ((net.tier == net.tier[r]) & (level <= theta))
             if solver.improvable(r, x, protected):
                 out.improvable.append((r, -1))
             continue
-        kept = protected[f_dem]
-        spare = net.cap - np.bincount(f_src[kept], weights=f_qty[kept], minlength=net.cap.size).astype(np.int64)
-        witness = _residual_search(net, r, spare, protected, src_ptr, flow_dem)
+        witness = search.find(r, theta)
         if witness is not None:
             out.improvable.append((r, witness))
     return out
@@ -147,26 +144,80 @@ def _choose(net: Network, x: I64, cand: I64, sample_limit: int, sample_size: int
     return np.asarray(np.concatenate([low, np.sort(extra)]), dtype=np.int64)
 
 
-def _residual_search(net: Network, r: int, spare: I64, protected: B, src_ptr: I64, flow_dem: I64) -> int | None:
-    """A source with spare stock from which an augmenting path leads to r, or None."""
-    seen_d = np.zeros(net.q.size, dtype=np.bool_)
-    seen_s = np.zeros(net.cap.size, dtype=np.bool_)
-    seen_d[r] = True
-    frontier = np.array([r], dtype=np.int64)
-    while frontier.size:
-        s = gather(net.dem_ptr, net.arc_src, frontier)
-        s = np.unique(s[~seen_s[s]])
-        if s.size == 0:
-            return None
-        seen_s[s] = True
-        free = s[spare[s] > 0]
-        if free.size:
-            return int(free[0])
-        d = gather(src_ptr, flow_dem, s)  # demands these sources currently serve
-        d = np.unique(d[protected[d] & ~seen_d[d]])
-        seen_d[d] = True
-        frontier = d
-    return None
+class _Search:
+    """Backward breadth-first search for an augmenting path to r (see the module docstring).
+
+    Protection is evaluated lazily, only for the demands a search meets, and the stock that protected
+    demands hold is a prefix sum over the tier's flows sorted by level: a search costs what it visits,
+    not the size of the problem.
+    """
+
+    def __init__(self, net: Network, level: F64, f_src: I64, f_dem: I64, f_qty: I64) -> None:
+        self.net, self.level = net, level
+        ns, nd = net.cap.size, net.q.size
+        order = np.argsort(f_src, kind="stable")
+        self.src_ptr = np.searchsorted(f_src[order], np.arange(ns + 1)).astype(np.int64)
+        self.flow_dem = f_dem[order]  # per source (CSR): the demands it serves in the plan
+        f_tier = net.tier[f_dem]
+        self.held_above = [np.bincount(f_src[f_tier < t], weights=f_qty[f_tier < t], minlength=ns)
+                           for t in range(N_TIERS)]
+        self.tier_flows = []  # per tier: (levels ascending, source, quantity) of its flows
+        for t in range(N_TIERS):
+            idx = np.flatnonzero(f_tier == t)
+            idx = idx[np.argsort(level[f_dem[idx]], kind="stable")]
+            self.tier_flows.append((level[f_dem[idx]], f_src[idx], f_qty[idx]))
+        self.marker = np.zeros(nd, dtype=np.int64)  # scratch for de-duplication, never read before written
+        # Feasible sources per demand as packed bit rows: OR-ing rows is far cheaper than gathering
+        # ~100 arc indices per demand, and searches revisit the same demands hundreds of times.
+        width = (ns + 7) // 8
+        self.bits: npt.NDArray[np.uint8] | None = None
+        if nd * width <= BITS_LIMIT:
+            self.bits = np.zeros((nd, width), dtype=np.uint8)
+            step = max(1, (1 << 24) // max(1, ns))
+            for lo in range(0, nd, step):
+                hi = min(nd, lo + step)
+                a, b = int(net.dem_ptr[lo]), int(net.dem_ptr[hi])
+                block = np.zeros((hi - lo, ns), dtype=np.bool_)
+                block[net.arc_dem[a:b] - lo, net.arc_src[a:b]] = True
+                self.bits[lo:hi] = np.packbits(block, axis=1)
+
+    def _sources_of(self, demands: I64) -> B:
+        ns = self.net.cap.size
+        if self.bits is not None:
+            row = np.bitwise_or.reduce(self.bits[demands], axis=0)
+            return np.unpackbits(row, count=ns).astype(np.bool_)
+        mask = np.zeros(ns, dtype=np.bool_)
+        mask[gather(self.net.dem_ptr, self.net.arc_src, demands)] = True
+        return mask
+
+    def find(self, r: int, theta: float) -> int | None:
+        """A source with spare stock from which an augmenting path leads to r, or None."""
+        net, t = self.net, int(self.net.tier[r])
+        lv, fs, fq = self.tier_flows[t]
+        k = int(np.searchsorted(lv, theta, side="right"))  # same-tier flows of protected demands
+        held = self.held_above[t] + np.bincount(fs[:k], weights=fq[:k], minlength=net.cap.size)
+        spare = net.cap - held.astype(np.int64)  # r itself is protected: its level is below θ
+        seen_d = np.zeros(net.q.size, dtype=np.bool_)
+        seen_s = np.zeros(net.cap.size, dtype=np.bool_)
+        seen_d[r] = True
+        frontier = np.array([r], dtype=np.int64)
+        while frontier.size:
+            s = np.flatnonzero(self._sources_of(frontier) & ~seen_s)
+            if s.size == 0:
+                return None
+            seen_s[s] = True
+            free = s[spare[s] > 0]
+            if free.size:
+                return int(free[0])
+            d = gather(self.src_ptr, self.flow_dem, s)  # demands these sources serve: they can give back
+            d_tier = net.tier[d]
+            d = d[~seen_d[d] & ((d_tier < t) | ((d_tier == t) & (self.level[d] <= theta)))]
+            pos = np.arange(d.size)
+            self.marker[d] = pos
+            d = d[self.marker[d] == pos]  # drop duplicates (the last occurrence stays)
+            seen_d[d] = True
+            frontier = d
+        return None
 
 
 class _MaxFlow:

@@ -10,27 +10,17 @@ proves SPEC §3.3's whole-unit certificate with its own search. Three groups of 
 2. **Consistency** — each demand is reported once with allocated/fill/unmet matching the allocations,
    reason null iff unmet = 0 and otherwise the first SPEC §3.4 reason that applies; each allocation's
    distance and cost; the KPIs recomputed (small relative tolerance).
-3. **Certificate** (SPEC §3.3) — for a demand r with x_r < q_r, is there a feasible plan where r gets
-   x_r + 1, every *protected* demand (higher tier, or same tier with x_s/(w_s q_s) ≤ (x_r+1)/(w_r q_r))
-   keeps ≥ x_s, and the others may get anything? That is a flow problem with lower bounds on the
-   demand→sink arcs only. A flow meeting the lower bounds can always be thinned to meet them exactly
-   (cut flow back along its paths), so it is the max-flow question "S→source (its stock) → demand
-   (feasible arcs, ∞) → T (cap L_s = x_s if protected, x_r + 1 for r, 0 otherwise): is the max flow
-   ΣL?" Unprotected demands have cap 0, i.e. they drop out and free their units.
-   The plan's own flow, minus what went to unprotected demands, is a feasible flow of value ΣL − 1 in
-   that network. By the augmenting-path theorem the max flow is ΣL iff its residual network has a path
-   S → source → demand → … → r → T; the only residual sink arc is r's. Such a path alternates
-   "source i serves demand j (any feasible arc)" and "demand j gives back a unit it gets from source i'
-   (f_i'j > 0, j protected)", and starts at a source with spare stock. ``_residual_search`` finds it
-   with one breadth-first search from r backwards (numpy, frontier at a time). ``method="maxflow"``
-   instead solves the max-flow from scratch with OR-Tools ``SimpleMaxFlow`` (used by the tests to
-   cross-check the two formulations). A stranded-supply pass first checks *every* unfilled demand
-   against sources with stock left over after the whole plan (a violation for any r).
+3. **Certificate** (SPEC §3.3) — no unfilled demand r can get one more unit while every higher-tier
+   demand, and every same-tier demand at or below r's new level, keeps its quantity. Decided as a
+   max-flow with lower bounds by ``optimizer.certificate`` (formulation and proof there): every
+   candidate on problems with ≤ ``sample_limit`` demands, a sample beyond, plus a stranded-stock pass
+   over all of them. Only examined when the plan is feasible (the search walks the plan's flow).
 
-Tolerances: arrival times within ``TIME_TOL_H`` of a limit are accepted for allocations; the
-certificate only trusts arcs that are feasible in exact arithmetic, so float noise can never invent an
-improvement the solver could not see. Level comparisons treat values within ``LEVEL_RTOL`` as ties
-(ties are protected, again in the plan's favour).
+Tolerances: an allocation may arrive up to ``TIME_TOL_H`` after its limit (two correct float
+computations of one arrival time can differ in the last bits); the certificate's arcs use SPEC §3.2
+with no tolerance (they match ``network.build_arcs`` exactly on the benchmark scenarios). Levels within
+``certificate.LEVEL_RTOL`` count as ties, and ties are protected — in the plan's favour. Reported floats
+may be rounded (km to 1e-3, money to 1e-4); KPIs are compared at relative 1e-9 plus that rounding.
 """
 
 from __future__ import annotations
@@ -136,7 +126,7 @@ class _World:
             [any(sku in stocked for sku in self.penalty[d.item]) for d in p.demands], dtype=np.bool_
         )
         self.arc_src, self.arc_dem = self._feasible_arcs(p)
-        order = np.lexsort((self.arc_src, self.arc_dem))
+        order = np.argsort(self.arc_dem, kind="stable")  # each demand's sources are already ascending
         self.arc_src, self.arc_dem = self.arc_src[order], self.arc_dem[order]
         self.dem_ptr = np.searchsorted(self.arc_dem, np.arange(len(p.demands) + 1)).astype(np.int64)
 
@@ -163,11 +153,15 @@ class _World:
             step = max(1, 2_000_000 // cols.size)  # bound the dense block's memory
             for lo in range(0, rows_all.size, step):
                 rows = rows_all[lo : lo + step]
-                s = np.broadcast_to(cols[None, :], (rows.size, cols.size)).reshape(-1)
-                d = np.repeat(rows, cols.size)
-                ok = self.slack(s, d) >= 0.0
-                src_out.append(s[ok])
-                dem_out.append(d[ok])
+                # Demand lines share sites: one distance per (site, source), then each line's deadline.
+                site, inv = np.unique(np.stack([self.d_lat[rows], self.d_lon[rows]], axis=1), axis=0,
+                                      return_inverse=True)
+                km = great_circle_km(site[:, :1], site[:, 1:], self.s_lat[cols][None, :], self.s_lon[cols][None, :])
+                arrival = (self.ready[cols][None, :] + km / self.speed)[inv.reshape(-1)]
+                limit = np.minimum(self.deadline[rows][:, None], self.expiry[cols][None, :])
+                r_ok, c_ok = np.nonzero(arrival <= limit)  # row-major: sources ascending per demand
+                src_out.append(cols[c_ok])
+                dem_out.append(rows[r_ok])
         return np.concatenate(src_out), np.concatenate(dem_out)
 
 
@@ -235,6 +229,10 @@ def _close(reported: float, expected: float, atol: float = 1e-12) -> bool:
     return math.isfinite(reported) and abs(reported - expected) <= atol + NUM_RTOL * abs(expected)
 
 
+def _close_all(reported: F64, expected: F64, atol: float) -> B:
+    return np.isfinite(reported) & (np.abs(reported - expected) <= atol + NUM_RTOL * np.abs(expected))
+
+
 def _check_allocations(problem: Problem, plan: Plan, world: _World, errs: _Errors) -> tuple[I64, I64, I64]:
     """Feasibility of every line; returns the valid lines' flow aggregated per (source, demand)."""
     rows: list[tuple[int, int, int, int]] = []  # line, source, demand, quantity
@@ -267,12 +265,12 @@ def _check_allocations(problem: Problem, plan: Plan, world: _World, errs: _Error
     km = great_circle_km(world.s_lat[s], world.s_lon[s], world.d_lat[d], world.d_lon[d])
     pen = _penalties(problem, world, s, d)
     cost = units * (km * world.cpk + pen)
-    for k in range(line.size):
-        a = plan.allocations[int(line[k])]
-        if not _close(a.distance_km, float(km[k]), KM_ATOL):
-            errs.add("distance", f"{a.source} → {a.demand}: reported {a.distance_km} km, expected {km[k]:.6f}")
-        if not _close(a.cost, float(cost[k]), MONEY_ATOL):
-            errs.add("cost", f"{a.source} → {a.demand}: reported cost {a.cost}, expected {cost[k]:.6f}")
+    lines = [plan.allocations[k] for k in line.tolist()]
+    for field, want, atol in (("distance_km", km, KM_ATOL), ("cost", cost, MONEY_ATOL)):
+        got = np.array([getattr(a, field) for a in lines], dtype=np.float64)
+        for k in np.flatnonzero(~_close_all(got, want, atol)).tolist():
+            a = lines[k]
+            errs.add(field, f"{a.source} → {a.demand}: reported {field} {got[k]}, expected {want[k]:.6f}")
     _check_totals(problem, world, s, d, units, errs)
     key, inverse = np.unique(s * max(1, len(problem.demands)) + d, return_inverse=True)
     agg = np.bincount(inverse.reshape(-1), weights=units).astype(np.int64)

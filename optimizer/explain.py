@@ -72,7 +72,7 @@ def build_plan(problem: Problem, arcs: Arcs, flow: npt.ArrayLike, *, status: Pla
             arcs.demand[pos].tolist(),
             f[pos].tolist(),
             arcs.distance_km[pos].tolist(),
-            arcs.unit_cost[pos].tolist(),
+            arcs.unit_cost_at(pos).tolist(),
             strict=True,
         )
     )
@@ -94,8 +94,8 @@ def build_plan(problem: Problem, arcs: Arcs, flow: npt.ArrayLike, *, status: Pla
         by_priority=by_priority,
         transport_cost=round(unit_km * cpk, MONEY_DIGITS),
         unit_km=round(unit_km, KM_DIGITS),
-        substituted_units=int(f[pos][arcs.substitute[pos]].sum()),
-        substitution_penalty=round(math.fsum((used * arcs.penalty[pos]).tolist()), MONEY_DIGITS),
+        substituted_units=int(f[pos][arcs.pair_substitute[arcs.pair[pos]]].sum()),
+        substitution_penalty=round(math.fsum((used * arcs.pair_penalty[arcs.pair[pos]]).tolist()), MONEY_DIGITS),
     )
     return Plan(status=status, allocations=allocations, demands=demands, kpis=kpis, solver=stats)
 

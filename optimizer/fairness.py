@@ -30,8 +30,11 @@ depend on which max flow the solver finds, so the result is deterministic. The f
 (``block_of_demand`` / ``block_of_source``) also partition the min-cost stage: in every plan with these
 quantities a block's demands are served only by its own sources.
 
-If the deadline passes, the rounds stop and each unfinished subproblem keeps its start quantities L,
-which are jointly feasible (L ≤ the exact answer), so a valid but not optimal plan can still be made.
+The ``witness`` flow keeps, per arc, the value of the last max-flow in which its demand's subproblem
+took part. It is always feasible as a whole (an arc from one part of a split into the other carries no
+flow in that round's max flow: cut arcs point from the source side to the sink side only), and for a
+finished block it realizes the final quantities. If the deadline passes, the rounds stop and the
+quantities are the witness's: exact for finished blocks, the last round's max flow elsewhere.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class FairResult:
     exact: bool  # False when the deadline stopped the rounds early
     rounds: int
     max_flows: int  # subproblem max-flows (several share one OR-Tools solve per round)
+    witness: I64  # per arc: a flow realizing ``quantity`` when exact (each block's last max-flow)
 
 
 def item_components(problem: Problem) -> tuple[I32, I32]:
@@ -164,6 +168,9 @@ def fair_quantities(problem: Problem, arcs: Arcs, *, deadline: float | None = No
     hi = arcs.demand_qty.copy()
     x = np.zeros(nd, dtype=np.int64)
 
+    if deadline is not None and time.monotonic() > deadline:  # not even worth building the graph
+        zero = np.zeros(na, dtype=np.int64)
+        return FairResult(x, d_sub, s_sub, exact=False, rounds=0, max_flows=0, witness=zero)
     inf = int(supply.sum()) + 1
     graph = max_flow.SimpleMaxFlow()
     src_nodes = 2 + np.arange(ns, dtype=np.int32)
@@ -174,6 +181,9 @@ def fair_quantities(problem: Problem, arcs: Arcs, *, deadline: float | None = No
         np.zeros(ns + na + nd, dtype=np.int64),
     )
     sink_ids = arc_ids[ns + na :]
+    mid_ids = arc_ids[ns : ns + na]
+    witness = np.zeros(na, dtype=np.int64)
+    buf = np.zeros(ns + na + nd, dtype=np.int64)  # capacities, reused every round
     rounds = max_flows = 0
     exact = True
     while not done.all():
@@ -198,17 +208,24 @@ def fair_quantities(problem: Problem, arcs: Arcs, *, deadline: float | None = No
             caps[rows] = select_caps(local, known.size, m, tier[rows], c[rows], lo[rows], hi[rows])
         if done.all():
             break
-        live_arc = (s_sub[arcs.source] == d_sub[arcs.demand]) & act_d[arcs.demand]
-        graph.set_arcs_capacity(
-            arc_ids,
-            np.concatenate([np.where(done[s_sub], 0, supply), np.where(live_arc, inf, 0), caps]).astype(np.int64),
-        )
+        # Arcs between different subproblems (or into finished ones) are closed.
+        live_arc = s_sub[arcs.source] == d_sub[arcs.demand]
+        live_arc &= act_d[arcs.demand]
+        np.copyto(buf[:ns], np.where(done[s_sub], 0, supply))
+        np.multiply(live_arc, inf, out=buf[ns : ns + na])
+        buf[ns + na :] = caps
+        del live_arc
+        graph.set_arcs_capacity(arc_ids, buf)
         status = graph.solve(0, 1)
         if status != graph.OPTIMAL:
             raise RuntimeError(f"max-flow failed with status {status}")
         rounds += 1
         max_flows += int((~done).sum())
         inflow = np.asarray(graph.flows(sink_ids), dtype=np.int64)
+        # Keep this round's flow on the arcs of the subproblems just solved: a block's last one realizes
+        # its final quantities (met caps, or the saturated source side of a split), for the router.
+        solved = act_d[arcs.demand]
+        witness[solved] = np.asarray(graph.flows(mid_ids), dtype=np.int64)[solved]
         want = np.bincount(d_sub, weights=caps, minlength=n_subs)
         got = np.bincount(d_sub, weights=inflow, minlength=n_subs)
         met = ~done & (got == want)
@@ -248,7 +265,13 @@ def fair_quantities(problem: Problem, arcs: Arcs, *, deadline: float | None = No
         s_sub = np.where(s_moving, s_new, s_sub).astype(np.int32)
         n_subs = n_new
     if not exact:
-        pending = ~done[d_sub]
-        x[pending] = lo[pending]
-    return FairResult(quantity=x, block_of_demand=d_sub, block_of_source=s_sub, exact=exact,
-                      rounds=rounds, max_flows=max_flows)
+        x = np.bincount(arcs.demand, weights=witness, minlength=nd).astype(np.int64)
+    return FairResult(
+        quantity=x,
+        block_of_demand=d_sub,
+        block_of_source=s_sub,
+        exact=exact,
+        rounds=rounds,
+        max_flows=max_flows,
+        witness=witness,
+    )

@@ -88,6 +88,11 @@ class Arcs:
         """Per arc: distance_km × cost_per_unit_km + penalty."""
         return np.asarray(self.distance_km * self.cost_per_unit_km + self.penalty, dtype=np.float64)
 
+    def unit_cost_at(self, idx: npt.ArrayLike) -> F64:
+        """``unit_cost[idx]`` without materializing (and caching) the whole array."""
+        i = np.asarray(idx)
+        return np.asarray(self.distance_km[i] * self.cost_per_unit_km + self.pair_penalty[self.pair[i]], np.float64)
+
     @cached_property
     def substitute(self) -> B:
         """Per arc: True when the source's SKU is a substitute, not the demanded SKU."""
@@ -139,14 +144,15 @@ def build_arcs(problem: Problem) -> Arcs:
             continue
         compatible[rows] = True
         used_sites, inv = np.unique(d_site[rows], return_inverse=True)
-        dist = chord_distance_km(site_vec[used_sites], s_vec[cols])[inv.reshape(-1)]
+        inv = inv.reshape(-1)
+        dist = chord_distance_km(site_vec[used_sites], s_vec[cols])  # per (site, source)
         arrival = dist / speed
         arrival += s_ready[cols][None, :]
-        ok = arrival <= d_deadline[rows][:, None]
-        ok &= arrival <= s_expiry[cols][None, :]
+        arrival[arrival > s_expiry[cols][None, :]] = np.nan  # too late for the lot: NaN ≤ x is False
+        ok = arrival[inv] <= d_deadline[rows][:, None]  # per (line, source)
         del arrival
         r, c = np.nonzero(ok)
-        parts.append((rows[r], cols[c], dist[r, c], k * n_i + s_item[cols[c]]))
+        parts.append((rows[r], cols[c], dist[inv[r], c], k * n_i + s_item[cols[c]]))
         del dist, ok
 
     counts = np.zeros(n_d, dtype=np.int64)
@@ -160,8 +166,10 @@ def build_arcs(problem: Problem) -> Arcs:
     pair = np.empty(n, dtype=np.int32)
     for dem, src, km, code in parts:
         # A demand has one item, so all its arcs sit in one part, contiguous and source-ordered:
-        # place each at its demand's start plus its offset inside the demand's run.
-        pos = start[dem] + (np.arange(dem.size) - np.searchsorted(dem, dem, side="left"))
+        # shift each run from its place in the part to its demand's start.
+        run = np.flatnonzero(np.diff(dem, prepend=-1))  # first index of each demand's run
+        shift = start[dem[run]] - run
+        pos = np.arange(dem.size) + np.repeat(shift, np.diff(run, append=dem.size))
         source[pos], dist_km[pos], pair[pos] = src, km, code
     parts.clear()
     return Arcs(

@@ -1,19 +1,36 @@
 """Stage 3: minimum transport + substitution cost at fixed per-demand quantities (SPEC §3.3).
 
-One OR-Tools ``SimpleMinCostFlow`` per group of fairness blocks: a block's demands can only be served
-by its own sources in any plan with the fair quantities (see ``optimizer.fairness``), so arcs between
-blocks are dropped and each block is an independent transportation problem. Costs must be integers:
-``round(unit_cost × scale)`` with ``scale = min(cost_scale, max_scaled_cost / max unit cost)``, so the
-rounding error is at most ``0.5 / scale`` per unit (1e-4 × 0.5 by default — far inside 0.1%).
+**Blocks.** A fairness block's demands can only be served by its own sources in any plan with the
+fair quantities (see ``optimizer.fairness``), so arcs between blocks are dropped and every block is an
+independent transportation problem: super source → source (its stock, cost 0) → demand (cost c_sr)
+with each demand's supply fixed at its quantity. Small blocks are merged into one solve.
+
+**Integer costs.** OR-Tools needs integers: ``round(unit_cost × scale)`` with
+``scale = min(cost_scale, max_scaled_cost / max unit cost)``; the error is ≤ 0.5 / scale per unit.
+
+**Pricing (exact, fewer arcs).** On large blocks the min-cost flow is solved first over each demand's
+``candidates`` cheapest arcs plus the arcs of a known feasible flow (the fairness stage's witness, so
+the reduced problem is feasible). Node potentials π are then the
+shortest-path distances in the residual graph of that optimum (Bellman–Ford from a virtual root,
+vectorized, exact in integers). If every omitted arc has reduced cost c_sr + π_s − π_r ≥ 0,
+the flow is optimal for the full block (LP duality); otherwise the violating arcs are
+added and the reduced problem is solved again. If that does not settle within ``pricing_rounds`` the
+full block is solved directly, so the answer is always the exact optimum for the scaled costs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 
 import numpy as np
 import numpy.typing as npt
-from ortools.graph.python import max_flow, min_cost_flow
+from ortools.graph.python import min_cost_flow
 
 from optimizer.network import Arcs
 
@@ -26,74 +43,227 @@ class RoutingOptions:
     cost_scale: float = 1e4  # integer cost units per currency unit
     max_scaled_cost: float = 1e8  # keeps OR-Tools' internal cost arithmetic far from int64 overflow
     group_arcs: int = 50_000  # small blocks are merged into one solve up to this many arcs
+    candidates: int = 30  # cheapest arcs per demand in the first pricing round
+    pricing_min_arcs: int = 500_000  # blocks with fewer arcs are solved directly
+    pricing_rounds: int = 8
+    workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))  # processes for the solves
+    parallel_min_arcs: int = 300_000  # below this, forking a helper costs more than it saves
 
 
 def route_min_cost(
-    arcs: Arcs, quantity: I64, block_of_demand: I32, block_of_source: I32, options: RoutingOptions | None = None
-) -> tuple[I64, int]:
-    """Integer flow per arc meeting ``quantity`` exactly at minimum (scaled) cost; also the solve count."""
+    arcs: Arcs,
+    quantity: I64,
+    block_of_demand: I32,
+    block_of_source: I32,
+    witness: I64 | None = None,
+    options: RoutingOptions | None = None,
+    deadline: float | None = None,
+) -> RouteResult:
+    """Integer flow per arc meeting ``quantity`` exactly at minimum (scaled) cost.
+
+    ``witness`` is any flow meeting ``quantity`` (e.g. from the fairness stage): its arcs join the first
+    pricing round so that the reduced problem is feasible, and once ``deadline`` (a ``time.monotonic()``
+    value) has passed, groups not yet solved keep the witness's routing (``optimal`` is then False).
+    Without a witness, large blocks are solved whole and the deadline is ignored.
+    """
     opts = options or RoutingOptions()
     flow = np.zeros(arcs.n, dtype=np.int64)
     use = np.flatnonzero((quantity[arcs.demand] > 0) & (block_of_source[arcs.source] == block_of_demand[arcs.demand]))
     if use.size == 0:
-        return flow, 0
-    top = float(arcs.unit_cost[use].max()) if use.size else 0.0
+        return RouteResult(flow, 0, True)
+    unit_cost = arcs.unit_cost_at(use)
+    top = float(unit_cost.max())
     scale = opts.cost_scale if top <= 0 else min(opts.cost_scale, opts.max_scaled_cost / top)
-    cost = np.rint(arcs.unit_cost * scale).astype(np.int64)
+    cost = np.rint(unit_cost * scale).astype(np.int64)  # aligned with ``use``
     blk = block_of_demand[arcs.demand[use]]
-    order = np.argsort(blk, kind="stable")
-    use, blk = use[order], blk[order]
+    order = np.argsort(blk, kind="stable")  # stays demand-major inside a block
+    use, blk, cost = use[order], blk[order], cost[order]
     bounds = np.flatnonzero(np.diff(blk)) + 1
     starts = np.concatenate([[0], bounds])
     ends = np.concatenate([bounds, [use.size]])
-    solves = 0
+    groups: list[slice] = []
     group_start = 0
     for k in range(starts.size):
         # Merge consecutive blocks until the group is big enough to be worth one solve.
         if k + 1 < starts.size and ends[k] - starts[group_start] < opts.group_arcs:
             continue
-        sel = use[starts[group_start] : ends[k]]
-        flow[sel] = _solve_group(arcs, quantity, sel, cost)
-        solves += 1
+        groups.append(slice(int(starts[group_start]), int(ends[k])))
         group_start = k + 1
-    return flow, solves
+
+    def run(g: slice) -> tuple[I64, int]:
+        start = None if witness is None else witness[use[g]]
+        return _Group(arcs, quantity, use[g], cost[g], start).solve(opts, deadline)
+
+    solves, optimal = 0, True
+    for g, (f, n) in zip(groups, _map_parallel(run, groups, opts), strict=True):
+        flow[use[g]] = f
+        solves += max(n, 0)
+        optimal &= n >= 0
+    return RouteResult(flow, solves, optimal)
 
 
-def _solve_group(arcs: Arcs, quantity: I64, sel: npt.NDArray[np.int64], cost: I64) -> I64:
-    src, dem = arcs.source[sel], arcs.demand[sel]
-    u_src, l_src = np.unique(src, return_inverse=True)
-    u_dem, l_dem = np.unique(dem, return_inverse=True)
-    ns, nd = u_src.size, u_dem.size
-    # node 0 = super source, 1…ns = sources, ns+1… = demands
-    mcf = min_cost_flow.SimpleMinCostFlow()
-    mcf.add_arcs_with_capacity_and_unit_cost(
-        np.concatenate([np.zeros(ns, np.int32), 1 + l_src.astype(np.int32)]),
-        np.concatenate([1 + np.arange(ns, dtype=np.int32), 1 + ns + l_dem.astype(np.int32)]),
-        np.concatenate([arcs.source_qty[u_src], quantity[dem]]).astype(np.int64),
-        np.concatenate([np.zeros(ns, np.int64), cost[sel]]),
-    )
-    need = quantity[u_dem]
-    supplies = np.concatenate([[need.sum()], np.zeros(ns, np.int64), -need]).astype(np.int64)
-    mcf.set_nodes_supplies(np.arange(1 + ns + nd, dtype=np.int32), supplies)
-    status = mcf.solve()
-    if status != mcf.OPTIMAL:
-        raise RuntimeError(f"min-cost flow failed with status {status}")
-    ids = ns + np.arange(sel.size, dtype=np.int32)
-    return np.asarray(mcf.flows(ids), dtype=np.int64)
+@dataclass(frozen=True)
+class RouteResult:
+    flow: I64  # per arc
+    solves: int  # min-cost-flow solves
+    optimal: bool  # False when the deadline left some group on the witness's routing
 
 
-def route_any(arcs: Arcs, quantity: I64) -> I64:
-    """Some integer flow meeting ``quantity`` (one max-flow, cost ignored): the time-limit fallback."""
-    ns, nd = int(arcs.source_qty.size), int(quantity.size)
-    g = max_flow.SimpleMaxFlow()
-    src_nodes = 2 + np.arange(ns, dtype=np.int32)
-    dem_nodes = 2 + ns + np.arange(nd, dtype=np.int32)
-    ids = g.add_arcs_with_capacity(
-        np.concatenate([np.zeros(ns, np.int32), src_nodes[arcs.source], dem_nodes]),
-        np.concatenate([src_nodes, dem_nodes[arcs.demand], np.ones(nd, np.int32)]),
-        np.concatenate([arcs.source_qty, np.full(arcs.n, int(arcs.source_qty.sum()) + 1), quantity]).astype(np.int64),
-    )
-    status = g.solve(0, 1)
-    if status != g.OPTIMAL or g.optimal_flow() != int(quantity.sum()):
-        raise RuntimeError("quantities are not feasible")
-    return np.asarray(g.flows(ids[ns : ns + arcs.n]), dtype=np.int64)
+def _map_parallel(
+    run: Callable[[slice], tuple[I64, int]], groups: list[slice], opts: RoutingOptions
+) -> list[tuple[I64, int]]:
+    """``[run(g) for g in groups]``, with the largest groups shared with one forked helper process.
+
+    Groups are independent and the result does not depend on who solves which, so this is
+    deterministic. Falls back to solving everything here when forking is unavailable or fails.
+    """
+    sizes = [g.stop - g.start for g in groups]
+    if opts.workers < 2 or sum(sizes) < opts.parallel_min_arcs or len(groups) < 2 or not _can_fork():
+        return [run(g) for g in groups]
+    # Longest-processing-time-first split into two bins; the helper takes bin 1.
+    load = [0, 0]
+    mine: list[int] = []
+    theirs: list[int] = []
+    for i in sorted(range(len(groups)), key=lambda i: (-sizes[i], i)):
+        b = 0 if load[0] <= load[1] else 1
+        load[b] += sizes[i]
+        (mine if b == 0 else theirs).append(i)
+    ctx = multiprocessing.get_context("fork")
+    receiver, sender = ctx.Pipe(duplex=False)
+    sys.stdout.flush()  # a forked child must not inherit (and later re-flush) buffered output
+    sys.stderr.flush()
+    helper = ctx.Process(target=_helper, args=(sender, run, [groups[i] for i in theirs]), daemon=True)
+    helper.start()
+    sender.close()
+    results: dict[int, tuple[I64, int]] = {i: run(groups[i]) for i in mine}
+    try:
+        sparse = receiver.recv()
+    except (EOFError, OSError):
+        sparse = None
+    helper.join()
+    receiver.close()
+    for k, i in enumerate(theirs):
+        if sparse is None or isinstance(sparse, str):
+            results[i] = run(groups[i])  # the helper failed: do its share here
+            continue
+        pos, val, n = sparse[k]
+        f = np.zeros(sizes[i], dtype=np.int64)
+        f[pos] = val
+        results[i] = (f, n)
+    return [results[i] for i in range(len(groups))]
+
+
+def _helper(conn: Connection, run: Callable[[slice], tuple[I64, int]], groups: list[slice]) -> None:
+    try:
+        out = []
+        for g in groups:
+            f, n = run(g)
+            pos = np.flatnonzero(f)  # send only the used arcs
+            out.append((pos, f[pos], n))
+        conn.send(out)
+    except Exception as e:  # reported to the parent, which then solves these groups itself
+        conn.send(f"{type(e).__name__}: {e}")
+    finally:
+        conn.close()
+
+
+def _can_fork() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+class _Group:
+    """One transportation problem over the arcs ``sel`` with local node numbers."""
+
+    def __init__(self, arcs: Arcs, quantity: I64, sel: npt.NDArray[np.int64], cost: I64, start: I64 | None) -> None:
+        self.cost = cost
+        self.start = start  # a feasible flow on these arcs, when known
+        u_src, l_src = np.unique(arcs.source[sel], return_inverse=True)
+        u_dem, l_dem = np.unique(arcs.demand[sel], return_inverse=True)
+        self.ns, self.nd = int(u_src.size), int(u_dem.size)
+        # node 0 = super source, 1…ns = sources, ns+1… = demands
+        self.tail = 1 + l_src.reshape(-1).astype(np.int32)
+        self.head = 1 + self.ns + l_dem.reshape(-1).astype(np.int32)
+        self.stock = arcs.source_qty[u_src]
+        self.need = quantity[u_dem]
+        self.arc_cap = quantity[arcs.demand[sel]]
+
+    def _mcf(self, idx: npt.NDArray[np.int64] | None) -> I64:
+        """Min-cost flow over the arcs ``idx`` (all when None), aligned with ``idx``."""
+        ns, nd = self.ns, self.nd
+        tail, head, cap, cost = (
+            (self.tail, self.head, self.arc_cap, self.cost)
+            if idx is None
+            else (self.tail[idx], self.head[idx], self.arc_cap[idx], self.cost[idx])
+        )
+        mcf = min_cost_flow.SimpleMinCostFlow()
+        mcf.add_arcs_with_capacity_and_unit_cost(
+            np.concatenate([np.zeros(ns, np.int32), tail]),
+            np.concatenate([1 + np.arange(ns, dtype=np.int32), head]),
+            np.concatenate([self.stock, cap]).astype(np.int64),
+            np.concatenate([np.zeros(ns, np.int64), cost]),
+        )
+        supplies = np.concatenate([[self.need.sum()], np.zeros(ns, np.int64), -self.need]).astype(np.int64)
+        mcf.set_nodes_supplies(np.arange(1 + ns + nd, dtype=np.int32), supplies)
+        status = mcf.solve()
+        if status != mcf.OPTIMAL:
+            raise RuntimeError(f"min-cost flow failed with status {status}")
+        return np.asarray(mcf.flows(np.arange(ns, ns + tail.size, dtype=np.int32)), dtype=np.int64)
+
+    def solve(self, opts: RoutingOptions, deadline: float | None) -> tuple[I64, int]:
+        """Optimal flow aligned with the group's arcs and the number of min-cost-flow solves; past the
+        deadline, the known feasible flow and −1."""
+        n = self.cost.size
+        if self.start is None:
+            return self._mcf(None), 1
+        if deadline is not None and time.monotonic() > deadline:
+            return self.start, -1
+        if n < opts.pricing_min_arcs:
+            return self._mcf(None), 1
+        order = np.lexsort((self.cost, self.head))  # per demand, cheapest first (ties: arc order)
+        run = np.flatnonzero(np.diff(self.head[order], prepend=-1))
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n) - np.repeat(run, np.diff(run, append=n))
+        active = (rank < opts.candidates) | (self.start > 0)
+        for round_ in range(opts.pricing_rounds):
+            if round_ and deadline is not None and time.monotonic() > deadline:
+                return self.start, -1
+            idx = np.flatnonzero(active)
+            f_act = self._mcf(idx)
+            pi = self._potentials(idx, f_act)
+            if pi is None:
+                break
+            violated = self.cost + pi[self.tail] - pi[self.head] < 0
+            violated &= ~active
+            if not violated.any():
+                flow = np.zeros(n, dtype=np.int64)
+                flow[idx] = f_act
+                return flow, round_ + 1
+            active |= violated
+        return self._mcf(None), opts.pricing_rounds + 1
+
+    def _potentials(self, idx: npt.NDArray[np.int64], f: I64) -> I64 | None:
+        """Shortest residual-path distances from a virtual root (Bellman–Ford), or None if unsettled.
+
+        Residual graph of the reduced optimum: a real arc forward while below capacity and backward
+        (negated cost) while carrying flow; super source → source while it has stock left, and back
+        while it gives any. Without negative cycles (the flow is optimal) the distances settle.
+        """
+        ns, nd = self.ns, self.nd
+        tail, head, cost, cap = self.tail[idx], self.head[idx], self.cost[idx], self.arc_cap[idx]
+        used = np.bincount(tail - 1, weights=f, minlength=ns).astype(np.int64)
+        src = np.arange(1, ns + 1, dtype=np.int32)
+        fwd, back = f < cap, f > 0
+        spare, busy = src[used < self.stock], src[used > 0]
+        t = np.concatenate([tail[fwd], head[back], np.zeros(spare.size, np.int32), busy])
+        h = np.concatenate([head[fwd], tail[back], spare, np.zeros(busy.size, np.int32)])
+        w = np.concatenate([cost[fwd], -cost[back], np.zeros(spare.size + busy.size, np.int64)])
+        order = np.argsort(h, kind="stable")
+        t, h, w = t[order], h[order], w[order]
+        heads, first = np.unique(h, return_index=True)
+        pi = np.zeros(1 + ns + nd, dtype=np.int64)
+        for _ in range(2 * (1 + ns + nd) + 2):
+            best = np.minimum(pi[heads], np.minimum.reduceat(pi[t] + w, first))
+            if np.array_equal(best, pi[heads]):
+                return pi
+            pi[heads] = best
+        return None

@@ -11,7 +11,7 @@ from optimizer.explain import build_plan
 from optimizer.fairness import fair_quantities
 from optimizer.model import Plan, PlanStatus, Problem, SolverStats, StageStats
 from optimizer.network import build_arcs
-from optimizer.routing import RoutingOptions, route_any, route_min_cost
+from optimizer.routing import RoutingOptions, route_min_cost
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,10 @@ def solve(problem: Problem, *, time_limit_s: float | None = None, options: Solve
     """The optimal plan of SPEC §3.3, or the best feasible one found when the time limit runs out.
 
     Time limit precedence: the ``time_limit_s`` argument, then ``options.time_limit_s``, then
-    ``problem.settings.time_limit_s``; None everywhere = no limit. The limit is checked between
-    steps, so a solve overruns it by at most one max-flow round plus the final routing and output.
+    ``problem.settings.time_limit_s``; None everywhere = no limit. The limit is checked between steps:
+    past it, fairness stops with feasible (not yet fair) quantities, or routing keeps a feasible but not
+    cheapest flow for the blocks it has not solved yet; either makes the status ``time_limit``. A solve
+    overruns the limit by at most one max-flow round or one min-cost-flow solve, plus the output.
     """
     opts = options or SolveOptions()
     started = time.monotonic()
@@ -52,12 +54,23 @@ def solve(problem: Problem, *, time_limit_s: float | None = None, options: Solve
 
     t = time.monotonic()
     status: PlanStatus = "optimal"
-    if fair.exact and (deadline is None or time.monotonic() < deadline):
-        flow, solves = route_min_cost(arcs, fair.quantity, fair.block_of_demand, fair.block_of_source, opts.routing)
-        stages.append(StageStats("routing", time.monotonic() - t, {"min_cost_flows": solves}))
+    if fair.exact:
+        routed = route_min_cost(
+            arcs,
+            fair.quantity,
+            fair.block_of_demand,
+            fair.block_of_source,
+            fair.witness,
+            opts.routing,
+            deadline,
+        )
+        flow = routed.flow
+        if not routed.optimal:
+            status = "time_limit"
+        stages.append(StageStats("routing", time.monotonic() - t, {"min_cost_flows": routed.solves}))
     else:
         status = "time_limit"
-        flow = route_any(arcs, fair.quantity)
+        flow = fair.witness  # feasible and realizes fair.quantity; not cost-optimized
         stages.append(StageStats("routing", time.monotonic() - t, {"min_cost_flows": 0}))
 
     t = time.monotonic()

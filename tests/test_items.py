@@ -128,14 +128,19 @@ def test_patch_replaces_substitutes_and_honours_if_match(client: TestClient, fac
     assert [(s["sku"], s["penalty"]) for s in r.json()["substitutes"]] == [("KF94", 0.5), ("KN95", 0.2)]
     assert client.patch(url, json={"name": "x"}, headers=logistics.headers | {"If-Match": '"v1"'}).status_code == 412
     # Omitting substitutes keeps them; an empty list clears them.
-    r = client.patch(url, json={"unit": "box"}, headers=logistics.headers)
+    r = client.patch(url, json={"unit": "box"}, headers=logistics.headers | {"If-Match": '"v2"'})
     assert r.json()["unit"] == "box" and len(r.json()["substitutes"]) == 2
-    bad = client.patch(url, json={"substitutes": [{"sku": "MISSING"}]}, headers=logistics.headers)
+    bad = client.patch(
+        url, json={"substitutes": [{"sku": "MISSING"}]}, headers=logistics.headers | {"If-Match": '"v3"'}
+    )
     assert bad.status_code == 422 and _field(bad) == "substitutes[0].sku"
-    assert client.patch(url, json={"sku": "N99"}, headers=logistics.headers).status_code == 422
-    assert client.patch(url, json={"substitutes": None}, headers=logistics.headers).status_code == 422
+    assert client.patch(url, json={"sku": "N99"}, headers=logistics.headers | {"If-Match": '"v3"'}).status_code == 422
+    assert (
+        client.patch(url, json={"substitutes": None}, headers=logistics.headers | {"If-Match": '"v3"'}).status_code
+        == 422
+    )
     assert _substitute_rows(engine) == 2
-    r = client.patch(url, json={"substitutes": []}, headers=logistics.headers)
+    r = client.patch(url, json={"substitutes": []}, headers=logistics.headers | {"If-Match": '"v3"'})
     assert r.status_code == 200 and r.json()["substitutes"] == [] and r.json()["version"] == 4
     assert _substitute_rows(engine) == 0
 
@@ -182,7 +187,7 @@ def test_writes_leave_audit_events_with_substitutes(client: TestClient, factory:
     admin, logistics = factory.actor("admin"), factory.actor("logistics")
     _create(client, logistics, "KN95")
     n95 = _create(client, logistics, "N95", substitutes=[{"sku": "KN95", "penalty": 0.3}])
-    client.patch(f"/v1/items/{n95['id']}", json={"substitutes": []}, headers=logistics.headers)
+    client.patch(f"/v1/items/{n95['id']}", json={"substitutes": []}, headers=logistics.headers | {"If-Match": '"v1"'})
     client.post(f"/v1/items/{n95['id']}/deactivate", headers=logistics.headers)
     client.post(f"/v1/items/{n95['id']}/activate", headers=logistics.headers)
     events = client.get(

@@ -85,6 +85,6 @@ def test_if_none_match_gives_304_until_the_record_changes(client: TestClient, fa
     etag = first.headers["ETag"]
     again = client.get(f"/v1/organizations/{org.id}", headers=admin.headers | {"If-None-Match": etag})
     assert again.status_code == 304 and again.content == b"" and again.headers["ETag"] == etag
-    client.patch(f"/v1/organizations/{org.id}", json={"region": "south"}, headers=admin.headers)
+    client.patch(f"/v1/organizations/{org.id}", json={"region": "south"}, headers=admin.headers | {"If-Match": etag})
     changed = client.get(f"/v1/organizations/{org.id}", headers=admin.headers | {"If-None-Match": etag})
     assert changed.status_code == 200 and changed.json()["region"] == "south"

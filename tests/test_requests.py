@@ -226,7 +226,11 @@ def test_edit_while_open_then_409(client: TestClient, engine: Engine, world: dic
     created = post(client, req, body(world["site"], line(world["item"]), line(world["item2"]))).json()
     rid, (l1, l2) = created["id"], [x["id"] for x in created["lines"]]
     hub = make_site(engine, req.organization_id, kind="food_hub")
-    r = client.patch(f"/v1/requests/{rid}", json={"site_id": hub, "justification": "ward 3"}, headers=req.headers)
+    r = client.patch(
+        f"/v1/requests/{rid}",
+        json={"site_id": hub, "justification": "ward 3"},
+        headers=req.headers | {"If-Match": '"v1"'},
+    )
     assert r.status_code == 200 and r.json()["site_id"] == hub and r.headers["ETag"] == '"v2"'
     stale = client.patch(f"/v1/requests/{rid}", json={"justification": "y"}, headers=req.headers | {"If-Match": '"v1"'})
     assert stale.status_code == 412
@@ -246,27 +250,29 @@ def test_edit_while_open_then_409(client: TestClient, engine: Engine, world: dic
         ({"quantity": None}, "quantity"),
         ({"needed_by": "2001-01-01T00:00:00Z"}, "needed_by"),
     ]:
-        r = client.patch(f"/v1/requests/{rid}/lines/{l1}", json=patch, headers=req.headers)
+        r = client.patch(f"/v1/requests/{rid}/lines/{l1}", json=patch, headers=req.headers | {"If-Match": '"v3"'})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == field
     r = client.patch(
         f"/v1/requests/{rid}",
         json={"site_id": make_site(engine, req.organization_id, kind="depot")},
-        headers=req.headers,
+        headers=req.headers | {"If-Match": '"v3"'},
     )
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "site_id"
 
     set_line(engine, l1, quantity_reserved=10)  # the workflow reserved stock for line 1
-    r = client.patch(f"/v1/requests/{rid}/lines/{l1}", json={"quantity": 5}, headers=req.headers)
+    r = client.patch(f"/v1/requests/{rid}/lines/{l1}", json={"quantity": 5}, headers=req.headers | {"If-Match": '"v3"'})
     assert r.status_code == 409 and r.headers["content-type"].startswith("application/problem+json")
-    assert client.patch(f"/v1/requests/{rid}", json={"justification": "z"}, headers=req.headers).status_code == 409
-    r = client.patch(f"/v1/requests/{rid}/lines/{l2}", json={"quantity": 7}, headers=req.headers)
+    z = client.patch(f"/v1/requests/{rid}", json={"justification": "z"}, headers=req.headers | {"If-Match": '"v3"'})
+    assert z.status_code == 409
+    r = client.patch(f"/v1/requests/{rid}/lines/{l2}", json={"quantity": 7}, headers=req.headers | {"If-Match": '"v3"'})
     assert r.status_code == 200
     lines = {x["id"]: x for x in r.json()["lines"]}
     assert lines[l1]["status"] == "partially_allocated" and lines[l1]["quantity"] == 40
     assert lines[l2]["quantity"] == 7 and r.json()["status"] == "partially_allocated"
-    assert (
-        client.patch(f"/v1/requests/{rid}/lines/999999", json={"quantity": 1}, headers=req.headers).status_code == 404
+    missing = client.patch(
+        f"/v1/requests/{rid}/lines/999999", json={"quantity": 1}, headers=req.headers | {"If-Match": '"v4"'}
     )
+    assert missing.status_code == 404
 
 
 def test_cancel_rules(client: TestClient, engine: Engine, world: dict[str, Any]) -> None:
@@ -278,7 +284,10 @@ def test_cancel_rules(client: TestClient, engine: Engine, world: dict[str, Any])
     r = client.post(f"/v1/requests/{rid}/lines/{l3}/cancel", headers=req.headers)
     assert r.status_code == 200 and r.json()["lines"][2]["status"] == "cancelled" and r.json()["status"] == "open"
     assert client.post(f"/v1/requests/{rid}/lines/{l3}/cancel", headers=req.headers).status_code == 409
-    assert client.patch(f"/v1/requests/{rid}/lines/{l3}", json={"quantity": 3}, headers=req.headers).status_code == 409
+    gone = client.patch(
+        f"/v1/requests/{rid}/lines/{l3}", json={"quantity": 3}, headers=req.headers | {"If-Match": '"v2"'}
+    )
+    assert gone.status_code == 409
 
     set_line(engine, l1, quantity_reserved=100)  # fully allocated
     assert client.post(f"/v1/requests/{rid}/lines/{l1}/cancel", headers=req.headers).status_code == 409
@@ -293,17 +302,18 @@ def test_cancel_rules(client: TestClient, engine: Engine, world: dict[str, Any])
     other = post(client, req, body(world["site"], line(world["item"]))).json()
     r = client.post(f"/v1/requests/{other['id']}/cancel", headers=req.headers)
     assert r.json()["status"] == "cancelled" and r.json()["lines"][0]["status"] == "cancelled"
-    assert (
-        client.patch(f"/v1/requests/{other['id']}", json={"justification": "?"}, headers=req.headers).status_code == 409
+    closed = client.patch(
+        f"/v1/requests/{other['id']}", json={"justification": "?"}, headers=req.headers | {"If-Match": '"v2"'}
     )
+    assert closed.status_code == 409
 
 
 def test_audit_events_for_every_write(client: TestClient, factory: Factory, world: dict[str, Any]) -> None:
     req = world["requester"]
     created = post(client, req, body(world["site"], line(world["item"]), line(world["item2"]))).json()
     rid, (l1, l2) = created["id"], [x["id"] for x in created["lines"]]
-    client.patch(f"/v1/requests/{rid}", json={"justification": "more"}, headers=req.headers)
-    client.patch(f"/v1/requests/{rid}/lines/{l1}", json={"quantity": 55}, headers=req.headers)
+    client.patch(f"/v1/requests/{rid}", json={"justification": "more"}, headers=req.headers | {"If-Match": '"v1"'})
+    client.patch(f"/v1/requests/{rid}/lines/{l1}", json={"quantity": 55}, headers=req.headers | {"If-Match": '"v2"'})
     client.post(f"/v1/requests/{rid}/lines/{l2}/cancel", headers=req.headers)
     client.post(f"/v1/requests/{rid}/cancel", headers=req.headers)
     admin = factory.actor("admin")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -9,9 +10,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
-from app.allocation import snapshot, worker
+from app.allocation import runs_service, snapshot, worker
+from app.allocation.runs_schemas import RunCreate
 from app.allocation.runs_service import scopes_overlap
-from app.db import utcnow
+from app.db import transaction, utcnow
+from app.errors import Conflict
+from app.principal import Principal
 from tests.factories import Factory
 from tests.runs_world import SmallWorld, later, small_world
 
@@ -215,9 +219,7 @@ def test_bad_trigger_bodies_name_the_field(
     assert field in [e["field"] for e in r.json()["errors"]]
 
 
-def test_unknown_item_in_scope_is_422_naming_its_index(
-    client: TestClient, factory: Factory, world: SmallWorld
-) -> None:
+def test_unknown_item_in_scope_is_422_naming_its_index(client: TestClient, factory: Factory, world: SmallWorld) -> None:
     headers = factory.actor("logistics").headers
     r = _trigger(client, headers, scope={"item_ids": [world.n95.id, 999_999]})
     assert r.status_code == 422
@@ -259,3 +261,28 @@ def test_roles(client: TestClient, factory: Factory) -> None:
     assert client.get(base).status_code == 401
     assert client.get("/v1/allocation-runs/999999", headers=admin.headers).status_code == 404
     assert client.get("/v1/allocation-runs/999999/problem", headers=admin.headers).status_code == 404
+
+
+def test_simultaneous_overlapping_triggers_admit_exactly_one(engine: Engine, factory: Factory) -> None:
+    actor = factory.actor("logistics")
+    principal = Principal(key_id=actor.key_id, name="logistics", role="logistics", organization_id=None)
+    barrier = threading.Barrier(6)
+    outcomes: list[str] = []
+
+    def trigger(regions: list[str]) -> None:
+        data = RunCreate.model_validate({"scope": {"regions": regions}})
+        barrier.wait()
+        try:
+            with transaction(engine) as session:
+                runs_service.create_run(session, actor=principal, data=data)
+            outcomes.append("created")
+        except Conflict:
+            outcomes.append("conflict")
+
+    # Every pair of these scopes overlaps (all regions, or north).
+    threads = [threading.Thread(target=trigger, args=(["north"] if i % 2 else [],)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["conflict"] * 5 + ["created"]

@@ -122,7 +122,7 @@ def test_patch_honours_if_match_and_bumps_version(client: TestClient, factory: F
     assert stale.status_code == 412
     assert client.get(url, headers=logistics.headers).json()["name"] == "Renamed"
     for body, field in (({"lat": 123}, "lat"), ({"name": None}, "name"), ({"kind": "depot"}, "kind")):
-        r = client.patch(url, json=body, headers=logistics.headers)
+        r = client.patch(url, json=body, headers=logistics.headers | {"If-Match": '"v2"'})
         assert r.status_code == 422 and _field(r) == field, body
     assert client.get(url, headers=logistics.headers).json()["version"] == 2
 
@@ -147,7 +147,7 @@ def test_deactivate_keeps_the_site_and_activate_restores_it(client: TestClient, 
 def test_writes_leave_audit_events(client: TestClient, factory: Factory) -> None:
     admin, logistics = factory.actor("admin"), factory.actor("logistics")
     site = _create(client, logistics, factory.org().id)
-    client.patch(f"/v1/sites/{site['id']}", json={"name": "Dock B"}, headers=logistics.headers)
+    client.patch(f"/v1/sites/{site['id']}", json={"name": "Dock B"}, headers=logistics.headers | {"If-Match": '"v1"'})
     client.post(f"/v1/sites/{site['id']}/deactivate", headers=logistics.headers)
     events = _audit(client, admin, object_id=str(site["id"]))
     assert [e["action"] for e in events] == ["site.create", "site.update", "site.deactivate"]

@@ -350,7 +350,9 @@ def test_pause_hook_holds_the_worker_mid_solve(
     run_id = _trigger(client, logistics)
     worker.claim_next(engine, "w1")
     result: list[str | None] = []
-    t = threading.Thread(target=lambda: result.append(worker.process_run(engine, run_id, "w1", heartbeat_interval=0.05)))
+    t = threading.Thread(
+        target=lambda: result.append(worker.process_run(engine, run_id, "w1", heartbeat_interval=0.05))
+    )
     t.start()
     deadline = time.monotonic() + 10
     while not pause.exists() and time.monotonic() < deadline:

@@ -17,7 +17,7 @@ from app.allocation import plan_approval, plan_exports
 from app.allocation import plans_service as service
 from app.allocation.models import Plan
 from app.allocation.plan_schemas import PlanLineUpdate, PlanPublic
-from app.deps import Allow, IfMatch, SecuredRoute, SessionDep, check_if_match
+from app.deps import Allow, IfMatch, IfMatchRequired, SecuredRoute, SessionDep, check_if_match
 from app.principal import Principal
 
 router = APIRouter(prefix="/v1/allocation-runs", tags=["plans"], route_class=SecuredRoute)
@@ -35,8 +35,8 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-def _if_match(if_match: str | None) -> Callable[[str], None]:
-    return lambda etag: check_if_match(if_match, etag)
+def _if_match(if_match: str | None, *, required: bool = False) -> Callable[[str], None]:
+    return lambda etag: check_if_match(if_match, etag, required=required)
 
 
 def _out(session: SessionDep, plan: Plan, response: Response) -> PlanPublic:
@@ -65,7 +65,7 @@ def update_line(
     line_id: int,
     body: PlanLineUpdate,
     response: Response,
-    if_match: IfMatch = None,
+    if_match: IfMatchRequired = None,
 ) -> PlanPublic:
     """Change a proposed plan's line quantity; re-validated against the run's snapshot, marked manual."""
     plan = service.update_line(
@@ -74,29 +74,36 @@ def update_line(
         run_id=run_id,
         line_id=line_id,
         quantity=body.quantity,
-        precondition=_if_match(if_match),
+        precondition=_if_match(if_match, required=True),
     )
     return _out(session, plan, response)
 
 
 @router.delete("/{run_id}/plan/lines/{line_id}", response_model=PlanPublic)
 def remove_line(
-    session: SessionDep, principal: Writer, run_id: int, line_id: int, response: Response, if_match: IfMatch = None
+    session: SessionDep,
+    principal: Writer,
+    run_id: int,
+    line_id: int,
+    response: Response,
+    if_match: IfMatchRequired = None,
 ) -> PlanPublic:
     """Remove a line from a proposed plan; KPIs are recomputed. Answers with the updated plan."""
     plan = service.remove_line(
-        session, actor=principal, run_id=run_id, line_id=line_id, precondition=_if_match(if_match)
+        session, actor=principal, run_id=run_id, line_id=line_id, precondition=_if_match(if_match, required=True)
     )
     return _out(session, plan, response)
 
 
 @router.post("/{run_id}/plan/approve", response_model=PlanPublic)
 def approve(
-    session: SessionDep, principal: Writer, run_id: int, response: Response, if_match: IfMatch = None
+    session: SessionDep, principal: Writer, run_id: int, response: Response, if_match: IfMatchRequired = None
 ) -> PlanPublic:
     """Reserve stock, commit pledges and create shipments in one transaction — or 409 listing every
     line that no longer fits (`conflicts`), with nothing written."""
-    plan = plan_approval.approve(session, actor=principal, run_id=run_id, precondition=_if_match(if_match))
+    plan = plan_approval.approve(
+        session, actor=principal, run_id=run_id, precondition=_if_match(if_match, required=True)
+    )
     return _out(session, plan, response)
 
 

@@ -8,7 +8,9 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -33,6 +35,15 @@ class Owner:
             and run.worker_id == self.worker_id
             and run.attempts == self.attempt
         )
+
+
+def db_now(session: Session) -> datetime:
+    """The database server's clock (PostgreSQL), so workers on machines whose clocks disagree still
+    judge heartbeats the same way; SQLite is local, its clock is ours."""
+    if session.get_bind().dialect.name == "postgresql":
+        value = session.execute(text("SELECT now()")).scalar_one()
+        return value.astimezone(UTC)
+    return utcnow()
 
 
 def lock_run(session: Session, run_id: int) -> AllocationRun | None:
@@ -99,7 +110,7 @@ class Heartbeat:
                     self.lost = True
                     return
                 assert run is not None
-                now = utcnow()
+                now = db_now(session)
                 run.heartbeat_at = now
                 if progress is not None and progress != self._written:
                     run.progress_stage, run.progress_percent, run.progress_message = progress

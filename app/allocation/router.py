@@ -15,6 +15,7 @@ import anyio
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.allocation import runs_service as service
@@ -33,7 +34,7 @@ EVENTS_POLL_S = 0.5
 EVENTS_KEEPALIVE_S = 15.0
 
 
-def _out(session: SessionDep, run: Any, response: Response) -> RunPublic:
+def _out(session: Session, run: Any, response: Response) -> RunPublic:
     out = service.public_run(session, run)
     response.headers["ETag"] = etag_for(out.version)
     return out

@@ -31,7 +31,7 @@ from sqlmodel import col
 
 from app.allocation import snapshot
 from app.allocation.models import AllocationRun
-from app.allocation.progress import Heartbeat, Owner, lock_run
+from app.allocation.progress import Heartbeat, Owner, db_now, lock_run
 from app.allocation.runs_service import AUDIT_EXCLUDE, runs_without_problem, touch
 from app.audit import service as audit
 from app.db import transaction, utcnow
@@ -89,7 +89,7 @@ def claim_next(engine: Engine, worker_id: str) -> int | None:
         run = session.exec(stmt).first()
         if run is None:
             return None
-        now = utcnow()
+        now = db_now(session)
         run.status = "running"
         run.worker_id = worker_id
         run.attempts += 1
@@ -296,9 +296,9 @@ def _fail(engine: Engine, run_id: int, owner: Owner, exc: BaseException) -> str 
 def recover_stalled(engine: Engine, stale_after_s: float = STALE_AFTER_S) -> list[tuple[int, str]]:
     """Runs `running` whose heartbeat is older than the threshold: re-queued once (attempts < 2),
     otherwise failed with "worker stopped heartbeating"; a cancel request turns into cancelled."""
-    threshold = utcnow() - timedelta(seconds=stale_after_s)
     changed: list[tuple[int, str]] = []
     with transaction(engine) as session:
+        threshold = db_now(session) - timedelta(seconds=stale_after_s)
         stmt = (
             runs_without_problem()
             .where(AllocationRun.status == "running")

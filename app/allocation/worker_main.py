@@ -10,6 +10,7 @@ import sys
 import threading
 from types import FrameType
 
+import app.models  # noqa: F401  (every table, so foreign keys resolve when a worker writes)
 from app.allocation.embedded import PARENT_PID_ENV
 from app.allocation.worker import (
     HEARTBEAT_INTERVAL_S,

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from sqlmodel import Session
 
-from app.deps import Allow, IfMatch, ListDep, SecuredRoute, SessionDep, check_if_match, etag_for
+from app.deps import Allow, IfMatch, IfMatchRequired, ListDep, SecuredRoute, SessionDep, check_if_match, etag_for
 from app.items import service
 from app.items.models import SKU_PATTERN, Item, ItemCategory, ItemCreate, ItemPublic, ItemUpdate
 from app.pagination import PageOut
@@ -59,11 +59,11 @@ def update_item(
     item_id: int,
     body: ItemUpdate,
     response: Response,
-    if_match: IfMatch = None,
+    if_match: IfMatchRequired = None,
 ) -> ItemPublic:
     """`substitutes`, when given, replaces the whole list."""
     current = service.get_item(session, item_id=item_id)
-    check_if_match(if_match, etag_for(current.version))
+    check_if_match(if_match, etag_for(current.version), required=True)
     return _out(session, service.update_item(session, actor=principal, item_id=item_id, data=body), response)
 
 

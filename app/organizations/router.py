@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from app.deps import Allow, IfMatch, ListDep, SecuredRoute, SessionDep, check_if_match, etag_for
+from app.deps import Allow, IfMatchRequired, ListDep, SecuredRoute, SessionDep, check_if_match, etag_for
 from app.organizations import service
 from app.organizations.models import (
     EquityWeightUpdate,
@@ -70,10 +70,10 @@ def update_organization(
     organization_id: int,
     body: OrganizationUpdate,
     response: Response,
-    if_match: IfMatch = None,
+    if_match: IfMatchRequired = None,
 ) -> OrganizationPublic:
     current = service.get_organization(session, principal=principal, organization_id=organization_id)
-    check_if_match(if_match, etag_for(current.version))
+    check_if_match(if_match, etag_for(current.version), required=True)
     org = service.update_organization(session, actor=principal, organization_id=organization_id, data=body)
     return _out(org, response)
 

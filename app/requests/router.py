@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from pydantic import AwareDatetime
 
-from app.deps import Allow, IfMatch, ListDep, SecuredRoute, SessionDep, check_if_match, etag_for
+from app.deps import Allow, IfMatch, IfMatchRequired, ListDep, SecuredRoute, SessionDep, check_if_match, etag_for
 from app.pagination import PageOut
 from app.principal import Principal
 from app.requests import service
@@ -52,8 +52,8 @@ def _out(session: SessionDep, request: SupplyRequest, response: Response) -> Req
     return to_public(request, service.lines_of(session, request))
 
 
-def _if_match(if_match: str | None) -> Callable[[SupplyRequest], None]:
-    return lambda request: check_if_match(if_match, etag_for(request.version))
+def _if_match(if_match: str | None, *, required: bool = False) -> Callable[[SupplyRequest], None]:
+    return lambda request: check_if_match(if_match, etag_for(request.version), required=required)
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
@@ -121,11 +121,11 @@ def update_request(
     request_id: int,
     body: RequestUpdate,
     response: Response,
-    if_match: IfMatch = None,
+    if_match: IfMatchRequired = None,
 ) -> RequestPublic:
     """Change the delivery site or justification while every line is still open (409 otherwise)."""
     request = service.update_request(
-        session, actor=principal, request_id=request_id, data=body, precondition=_if_match(if_match)
+        session, actor=principal, request_id=request_id, data=body, precondition=_if_match(if_match, required=True)
     )
     return _out(session, request, response)
 
@@ -147,11 +147,16 @@ def update_line(
     line_id: int,
     body: RequestLineUpdate,
     response: Response,
-    if_match: IfMatch = None,
+    if_match: IfMatchRequired = None,
 ) -> RequestPublic:
     """Change a line's quantity, priority or needed_by while the line is open (409 otherwise)."""
     request = service.update_line(
-        session, actor=principal, request_id=request_id, line_id=line_id, data=body, precondition=_if_match(if_match)
+        session,
+        actor=principal,
+        request_id=request_id,
+        line_id=line_id,
+        data=body,
+        precondition=_if_match(if_match, required=True),
     )
     return _out(session, request, response)
 

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from app.deps import Allow, IfMatch, ListDep, SecuredRoute, SessionDep, check_if_match, etag_for
+from app.deps import Allow, IfMatch, IfMatchRequired, ListDep, SecuredRoute, SessionDep, check_if_match, etag_for
 from app.pagination import PageOut
 from app.principal import Principal
 from app.sites import service
@@ -69,10 +69,10 @@ def update_site(
     site_id: int,
     body: SiteUpdate,
     response: Response,
-    if_match: IfMatch = None,
+    if_match: IfMatchRequired = None,
 ) -> SitePublic:
     current = service.get_site(session, principal=principal, site_id=site_id)
-    check_if_match(if_match, etag_for(current.version))
+    check_if_match(if_match, etag_for(current.version), required=True)
     return _out(service.update_site(session, actor=principal, site_id=site_id, data=body), response)
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 16:13:42.257828
+Create Date: 2026-11-22 16:22:56.725721
 """
 from collections.abc import Sequence
 
@@ -168,6 +168,25 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_audit_events_actor_key_id'), ['actor_key_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_audit_events_at'), ['at'], unique=False)
         batch_op.create_index(batch_op.f('ix_audit_events_object_type'), ['object_type'], unique=False)
+
+    op.create_table('idempotency_keys',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('api_key_id', sa.Integer(), nullable=False),
+    sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
+    sa.Column('fingerprint', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('state', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+    sa.Column('created_at', app.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('locked_at', app.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('status_code', sa.Integer(), nullable=True),
+    sa.Column('response_headers', sa.JSON(), nullable=True),
+    sa.Column('response_body', sa.LargeBinary(), nullable=True),
+    sa.CheckConstraint("state IN ('processing', 'completed')", name=op.f('ck_idempotency_keys_state')),
+    sa.ForeignKeyConstraint(['api_key_id'], ['api_keys.id'], name=op.f('fk_idempotency_keys_api_key_id_api_keys'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_idempotency_keys')),
+    sa.UniqueConstraint('api_key_id', 'key', name=op.f('uq_idempotency_keys_api_key_id_key'))
+    )
+    with op.batch_alter_table('idempotency_keys', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_idempotency_keys_created_at'), ['created_at'], unique=False)
 
     op.create_table('inventory_lots',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -519,6 +538,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_inventory_lots_item_id'))
 
     op.drop_table('inventory_lots')
+    with op.batch_alter_table('idempotency_keys', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_idempotency_keys_created_at'))
+
+    op.drop_table('idempotency_keys')
     with op.batch_alter_table('audit_events', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_audit_events_object_type'))
         batch_op.drop_index(batch_op.f('ix_audit_events_at'))

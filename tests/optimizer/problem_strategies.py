@@ -38,10 +38,11 @@ def problem_dicts(draw: st.DrawFn, max_sources: int = 6, max_demands: int = 9) -
     places = draw(st.lists(st.tuples(st.floats(39.5, 40.5), st.floats(-75.8, -74.2)), min_size=1, max_size=5))
     place = st.sampled_from(places)
     sources = []
+    stock = draw(st.sampled_from([6, 15, 40]))  # mostly scarce: fairness only matters when supply is short
     for i in range(draw(st.integers(1, max_sources))):
         lat, lon = draw(place)
         s: dict[str, Any] = {"id": f"s{i}", "item": draw(st.sampled_from(skus)),
-                             "quantity": draw(st.integers(0, 40)), "lat": lat, "lon": lon}
+                             "quantity": draw(st.integers(0, stock)), "lat": lat, "lon": lon}
         if draw(st.booleans()):
             s["available_at"] = _at(draw(st.sampled_from([0.0, 0.5, 1.0, 2.0])))
         if draw(st.integers(0, 3)) == 0:

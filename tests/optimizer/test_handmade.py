@@ -37,15 +37,33 @@ def src(ident: str, qty: int, km: float = 0.0, item: str = "N95", **extra: Any) 
     return {"id": ident, "item": item, "quantity": qty, "lat": lat, "lon": lon, **extra}
 
 
-def dem(ident: str, qty: int, km: float = 0.0, item: str = "N95", priority: str = "critical", **extra: Any) -> dict[str, Any]:
+def dem(
+    ident: str, qty: int, km: float = 0.0, item: str = "N95", priority: str = "critical", **extra: Any
+) -> dict[str, Any]:
     lat, lon = east(km)
-    return {"id": ident, "requester": "org", "item": item, "quantity": qty, "priority": priority,
-            "lat": lat, "lon": lon, **extra}
+    return {
+        "id": ident,
+        "requester": "org",
+        "item": item,
+        "quantity": qty,
+        "priority": priority,
+        "lat": lat,
+        "lon": lon,
+        **extra,
+    }
 
 
 def problem(sources: list[dict[str, Any]], demands: list[dict[str, Any]], **settings: Any) -> Problem:
-    return load_problem({"version": 1, "now": NOW, "settings": {"speed_kmh": 50, "cost_per_unit_km": 0.01, **settings},
-                         "items": ITEMS, "sources": sources, "demands": demands})
+    return load_problem(
+        {
+            "version": 1,
+            "now": NOW,
+            "settings": {"speed_kmh": 50, "cost_per_unit_km": 0.01, **settings},
+            "items": ITEMS,
+            "sources": sources,
+            "demands": demands,
+        }
+    )
 
 
 def allocated(plan: Plan) -> dict[str, int]:
@@ -147,13 +165,18 @@ def stranded(p: Problem, plan: Plan) -> list[tuple[str, str]]:
     for a in plan.allocations:
         left[a.source] -= a.quantity
     short = {d.id for d in plan.demands if d.unmet > 0}
-    return [(p.sources[s].id, p.demands[d].id) for s, d in zip(arcs.source.tolist(), arcs.demand.tolist(), strict=True)
-            if left[p.sources[s].id] > 0 and p.demands[d].id in short]
+    return [
+        (p.sources[s].id, p.demands[d].id)
+        for s, d in zip(arcs.source.tolist(), arcs.demand.tolist(), strict=True)
+        if left[p.sources[s].id] > 0 and p.demands[d].id in short
+    ]
 
 
 def test_leftover_supply_is_never_stranded() -> None:
-    p = problem([src("s1", 10, km=0), src("s2", 100, km=400)],
-                [dem("a", 50, km=0, needed_by="2026-11-22T09:00:00Z"), dem("b", 50, km=200)])
+    p = problem(
+        [src("s1", 10, km=0), src("s2", 100, km=400)],
+        [dem("a", 50, km=0, needed_by="2026-11-22T09:00:00Z"), dem("b", 50, km=200)],
+    )
     plan = solve(p)
     assert allocated(plan) == {"a": 10, "b": 50}
     assert stranded(p, plan) == []
@@ -185,13 +208,28 @@ TIER = {"critical": 0, "high": 1, "routine": 2}
 
 
 def random_problem(rng: random.Random) -> Problem:
-    sources = [src(f"s{i}", rng.randint(0, 25), km=rng.uniform(0, 150), item=rng.choice(["N95", "KN95"]),
-                   **({"expires_at": "2026-11-22T10:00:00Z"} if rng.random() < 0.2 else {}))
-               for i in range(rng.randint(1, 5))]
-    demands = [dem(f"d{i}", rng.randint(1, 15), km=rng.uniform(0, 150), item=rng.choice(["N95", "KN95"]),
-                   priority=rng.choice(list(TIER)), equity_weight=rng.choice([0.5, 1.0, 1.0, 1.5, 2.0, 3.0]),
-                   **({"needed_by": "2026-11-22T10:00:00Z"} if rng.random() < 0.3 else {}))
-               for i in range(rng.randint(1, 8))]
+    sources = [
+        src(
+            f"s{i}",
+            rng.randint(0, 25),
+            km=rng.uniform(0, 150),
+            item=rng.choice(["N95", "KN95"]),
+            **({"expires_at": "2026-11-22T10:00:00Z"} if rng.random() < 0.2 else {}),
+        )
+        for i in range(rng.randint(1, 5))
+    ]
+    demands = [
+        dem(
+            f"d{i}",
+            rng.randint(1, 15),
+            km=rng.uniform(0, 150),
+            item=rng.choice(["N95", "KN95"]),
+            priority=rng.choice(list(TIER)),
+            equity_weight=rng.choice([0.5, 1.0, 1.0, 1.5, 2.0, 3.0]),
+            **({"needed_by": "2026-11-22T10:00:00Z"} if rng.random() < 0.3 else {}),
+        )
+        for i in range(rng.randint(1, 8))
+    ]
     return problem(sources, demands)
 
 
@@ -202,15 +240,19 @@ def max_flow_value(p: Problem, caps: np.ndarray) -> int:
     g.add_arcs_with_capacity(
         np.concatenate([np.zeros(ns, np.int32), 2 + arcs.source, 2 + ns + np.arange(nd, dtype=np.int32)]),
         np.concatenate([2 + np.arange(ns, dtype=np.int32), 2 + ns + arcs.demand, np.ones(nd, np.int32)]),
-        np.concatenate([arcs.source_qty, np.full(arcs.n, 10**9), caps]).astype(np.int64))
+        np.concatenate([arcs.source_qty, np.full(arcs.n, 10**9), caps]).astype(np.int64),
+    )
     g.solve(0, 1)
     return int(g.optimal_flow())
 
 
 def unit_greedy(p: Problem) -> list[int]:
     """Reference: accept units one by one in (tier, (k)/(w q), input order) order while feasible."""
-    units = sorted((TIER[d.priority], k / (d.equity_weight * d.quantity), r)
-                   for r, d in enumerate(p.demands) for k in range(1, d.quantity + 1))
+    units = sorted(
+        (TIER[d.priority], k / (d.equity_weight * d.quantity), r)
+        for r, d in enumerate(p.demands)
+        for k in range(1, d.quantity + 1)
+    )
     x = np.zeros(len(p.demands), dtype=np.int64)
     blocked: set[int] = set()
     for _, _, r in units:
@@ -230,8 +272,10 @@ def certificate_violations(p: Problem, x: list[int]) -> list[str]:
     for r, d in enumerate(p.demands):
         if x[r] >= d.quantity:
             continue
-        protected = [TIER[s.priority] < TIER[d.priority]
-                     or (s.priority == d.priority and x[i] / c[i] <= (x[r] + 1) / c[r]) for i, s in enumerate(p.demands)]
+        protected = [
+            TIER[s.priority] < TIER[d.priority] or (s.priority == d.priority and x[i] / c[i] <= (x[r] + 1) / c[r])
+            for i, s in enumerate(p.demands)
+        ]
         caps = np.array([x[i] if protected[i] else 0 for i in range(len(x))], dtype=np.int64)
         caps[r] = x[r] + 1
         if max_flow_value(p, caps) == caps.sum():
@@ -277,3 +321,32 @@ def test_cli_bad_input_is_one_line_naming_the_field(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     missing = run_cli("solve", str(tmp_path / "nope.json"))
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
+
+
+# ----------------------------------------------------------------- solver internals
+
+
+def test_pricing_and_helper_process_give_the_same_minimum_cost() -> None:
+    # Force the column-generation path (1–2 candidate arcs per demand) and the forked helper on small
+    # problems: the integer cost must equal a direct min-cost flow over all arcs.
+    from optimizer.fairness import fair_quantities
+    from optimizer.routing import RoutingOptions, route_min_cost
+
+    for seed in range(12):
+        p = random_problem(random.Random(1000 + seed))
+        arcs = build_arcs(p)
+        fair = fair_quantities(p, arcs)
+        assert np.array_equal(np.bincount(arcs.demand, weights=fair.witness, minlength=len(p.demands)), fair.quantity)
+        args = (arcs, fair.quantity, fair.block_of_demand, fair.block_of_source, fair.witness)
+        full = route_min_cost(*args, RoutingOptions(pricing_min_arcs=10**9, workers=1))
+        cost = np.rint(arcs.unit_cost * 1e4).astype(np.int64)
+        for opts in (
+            RoutingOptions(pricing_min_arcs=0, candidates=1, workers=1, group_arcs=1),
+            RoutingOptions(pricing_min_arcs=0, candidates=2, workers=2, parallel_min_arcs=0, group_arcs=1),
+        ):
+            routed = route_min_cost(*args, opts)
+            assert routed.optimal
+            assert int((routed.flow * cost).sum()) == int((full.flow * cost).sum())
+            assert np.array_equal(
+                np.bincount(arcs.demand, weights=routed.flow, minlength=len(p.demands)), fair.quantity
+            )

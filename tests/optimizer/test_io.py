@@ -21,11 +21,30 @@ VALID: dict[str, Any] = {
     "now": "2026-11-22T08:00:00Z",
     "settings": {"speed_kmh": 50, "cost_per_unit_km": 0.01, "time_limit_s": 60},
     "items": [{"sku": "N95", "substitutes": [{"sku": "KN95", "penalty": 0.3}]}, {"sku": "KN95", "substitutes": []}],
-    "sources": [{"id": "lot-17", "item": "N95", "quantity": 12000, "lat": 40.71, "lon": -74.00,
-                 "available_at": "2026-11-22T08:00:00Z", "expires_at": "2027-03-01T00:00:00Z"}],
-    "demands": [{"id": "line-431", "requester": "org-12", "item": "N95", "quantity": 3000,
-                 "priority": "critical", "needed_by": "2026-11-23T12:00:00Z",
-                 "lat": 40.84, "lon": -73.94, "equity_weight": 1.2}],
+    "sources": [
+        {
+            "id": "lot-17",
+            "item": "N95",
+            "quantity": 12000,
+            "lat": 40.71,
+            "lon": -74.00,
+            "available_at": "2026-11-22T08:00:00Z",
+            "expires_at": "2027-03-01T00:00:00Z",
+        }
+    ],
+    "demands": [
+        {
+            "id": "line-431",
+            "requester": "org-12",
+            "item": "N95",
+            "quantity": 3000,
+            "priority": "critical",
+            "needed_by": "2026-11-23T12:00:00Z",
+            "lat": 40.84,
+            "lon": -73.94,
+            "equity_weight": 1.2,
+        }
+    ],
 }
 
 
@@ -47,8 +66,9 @@ def test_spec_example_loads_with_defaults_and_utc_times() -> None:
     p = load_problem(VALID)
     assert p.now == datetime(2026, 11, 22, 8, tzinfo=UTC)
     assert p.demands[0].equity_weight == 1.2 and p.sources[0].quantity == 12000
-    minimal = load_problem(with_change("demands.0", {"id": "d", "item": "KN95", "quantity": 1, "priority": "routine",
-                                                      "lat": 0, "lon": 0}))
+    minimal = load_problem(
+        with_change("demands.0", {"id": "d", "item": "KN95", "quantity": 1, "priority": "routine", "lat": 0, "lon": 0})
+    )
     d = minimal.demands[0]
     assert (d.needed_by, d.equity_weight, d.requester) == (None, 1.0, "")
     assert load_problem(with_change("settings", ...)).settings.speed_kmh == 50.0
@@ -70,8 +90,14 @@ def test_round_trip_of_plan() -> None:
     data = json.loads(json.dumps(plan_to_dict(plan)))
     assert set(data) == {"status", "allocations", "demands", "kpis", "solver"}
     assert set(data["kpis"]["by_priority"]) == {"critical", "high", "routine"}
-    assert data["allocations"][0] == {"source": "lot-17", "demand": "line-431", "item": "N95", "quantity": 3000,
-                                      "distance_km": pytest.approx(15.313, abs=1e-3), "cost": pytest.approx(459.385, abs=1e-3)}
+    assert data["allocations"][0] == {
+        "source": "lot-17",
+        "demand": "line-431",
+        "item": "N95",
+        "quantity": 3000,
+        "distance_km": pytest.approx(15.313, abs=1e-3),
+        "cost": pytest.approx(459.385, abs=1e-3),
+    }
     assert data["demands"] == [{"id": "line-431", "allocated": 3000, "fill_rate": 1.0, "unmet": 0, "reason": None}]
     assert {"name", "wall_s"} <= set(data["solver"]["stages"][0])
     assert plan_to_dict(load_plan(data)) == data

@@ -28,7 +28,7 @@ from tests.optimizer.problem_strategies import problems
 FAST = settings(derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@settings(FAST, max_examples=400)
+@settings(FAST, max_examples=600)
 @given(problems())
 def test_every_plan_passes_the_checker(problem: Problem) -> None:
     plan = solve(problem)
@@ -38,7 +38,7 @@ def test_every_plan_passes_the_checker(problem: Problem) -> None:
     assert plan.status == "optimal"
 
 
-@settings(FAST, max_examples=250)
+@settings(FAST, max_examples=500)
 @given(problems(max_sources=5, max_demands=7))
 def test_independent_lp_agrees(problem: Problem) -> None:
     plan = solve(problem)
@@ -64,7 +64,7 @@ def test_independent_lp_agrees(problem: Problem) -> None:
     assert abs(plan_cost - lp_cost) <= 1e-3 * lp_cost + 1e-4 * len(plan.allocations) + 1e-9, (plan_cost, lp_cost)
 
 
-@settings(FAST, max_examples=150)
+@settings(FAST, max_examples=200)
 @given(problems())
 def test_baselines_are_feasible_and_consistent(problem: Problem) -> None:
     for plan in (greedy(problem), proportional(problem)):
