@@ -7,10 +7,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_BASE = "https://crisis-supply.example/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+MAX_DB_INT = 2**31 - 1  # INTEGER columns on PostgreSQL
 
 
 class DomainError(Exception):
@@ -141,6 +143,15 @@ def install_error_handlers(app: FastAPI) -> None:
         for k, v in (exc.headers or {}).items():
             resp.headers[k] = v
         return resp
+
+    @app.exception_handler(DataError)
+    async def _data(request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value it cannot hold (e.g. an id beyond 32 bits on PostgreSQL).
+        # An out-of-range id in the path names nothing that exists: 404. Anything else is bad input.
+        for name, value in request.path_params.items():
+            if isinstance(value, int | str) and str(value).lstrip("-").isdigit() and abs(int(value)) > MAX_DB_INT:
+                return problem(404, "Not found", f"{name} {value} not found", slug="not-found", instance=request.url.path)
+        return validation_problem([{"field": "body", "message": "a value is out of range"}], request.url.path)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

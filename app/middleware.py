@@ -65,18 +65,27 @@ class BodyLimitMiddleware:
             return
         received = 0
         response_started = False
+        too_large = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    too_large = True
                     raise _TooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal response_started
+            if too_large:
+                # The app caught _TooLarge while reading (FastAPI answers 400 "error parsing the body"):
+                # whatever it answers instead, the answer is 413.
+                if message["type"] == "http.response.start" and not response_started:
+                    response_started = True
+                    await _send_413(send, limit)
+                return
             if message["type"] == "http.response.start":
                 response_started = True
             await send(message)

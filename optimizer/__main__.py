@@ -56,8 +56,8 @@ def _load_problem(path: Path) -> Problem:
 
 class _InputError(Exception):
     def __init__(self, path: Path, error: ProblemError) -> None:
-        where = f"{error.field}: " if error.field else ""
-        super().__init__(f"{path}: {where}{error.message}")
+        # Without a field the error is about the file itself, and its message already names it.
+        super().__init__(f"{path}: {error.field}: {error.message}" if error.field else error.message)
 
 
 def _baseline(name: str, problem: Problem) -> Plan:

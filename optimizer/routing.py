@@ -118,7 +118,13 @@ def _map_parallel(
     deterministic. Falls back to solving everything here when forking is unavailable or fails.
     """
     sizes = [g.stop - g.start for g in groups]
-    if opts.workers < 2 or sum(sizes) < opts.parallel_min_arcs or len(groups) < 2 or not _can_fork():
+    if (
+        opts.workers < 2
+        or sum(sizes) < opts.parallel_min_arcs
+        or len(groups) < 2
+        or not _can_fork()
+        or multiprocessing.current_process().daemon  # daemonic processes may not have children
+    ):
         return [run(g) for g in groups]
     # Longest-processing-time-first split into two bins; the helper takes bin 1.
     load = [0, 0]
@@ -133,15 +139,25 @@ def _map_parallel(
     sys.stdout.flush()  # a forked child must not inherit (and later re-flush) buffered output
     sys.stderr.flush()
     helper = ctx.Process(target=_helper, args=(sender, run, [groups[i] for i in theirs]), daemon=True)
-    helper.start()
-    sender.close()
-    results: dict[int, tuple[I64, int]] = {i: run(groups[i]) for i in mine}
     try:
-        sparse = receiver.recv()
-    except (EOFError, OSError):
-        sparse = None
-    helper.join()
-    receiver.close()
+        helper.start()
+    except (OSError, AssertionError, ValueError):  # e.g. no fork allowed here: do it all in this process
+        receiver.close()
+        sender.close()
+        return [run(g) for g in groups]
+    sender.close()
+    sparse: list[tuple[I64, I64, int]] | str | None = None
+    try:
+        results: dict[int, tuple[I64, int]] = {i: run(groups[i]) for i in mine}
+        try:
+            sparse = receiver.recv()
+        except (EOFError, OSError):
+            sparse = None
+    finally:
+        if sparse is None and helper.is_alive():
+            helper.terminate()  # this side failed (or the helper died): do not leave it running
+        helper.join()
+        receiver.close()
     for k, i in enumerate(theirs):
         if sparse is None or isinstance(sparse, str):
             results[i] = run(groups[i])  # the helper failed: do its share here
@@ -223,7 +239,12 @@ class _Group:
         run = np.flatnonzero(np.diff(self.head[order], prepend=-1))
         rank = np.empty(n, dtype=np.int64)
         rank[order] = np.arange(n) - np.repeat(run, np.diff(run, append=n))
-        active = (rank < opts.candidates) | (self.start > 0)
+        order2 = np.lexsort((self.cost, self.tail))
+        run2 = np.flatnonzero(np.diff(self.tail[order2], prepend=-1))
+        rank2 = np.empty(n, dtype=np.int64)
+        rank2[order2] = np.arange(n) - np.repeat(run2, np.diff(run2, append=n))
+        import os as _os
+        active = (rank < opts.candidates) | (self.start > 0) | (rank2 < int(_os.environ.get("K2", "0")))
         for round_ in range(opts.pricing_rounds):
             if round_ and deadline is not None and time.monotonic() > deadline:
                 return self.start, -1

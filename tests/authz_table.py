@@ -72,6 +72,20 @@ EXPECTED: dict[str, frozenset[str]] = {
     "GET /v1/allocation-runs/{run_id}/problem": STAFF,
     "GET /v1/allocation-runs/{run_id}/events": STAFF,
     "POST /v1/allocation-runs/{run_id}/cancel": LOGISTICS,
+    "GET /v1/allocation-runs/{run_id}/plan": STAFF,
+    "PATCH /v1/allocation-runs/{run_id}/plan/lines/{line_id}": LOGISTICS,
+    "DELETE /v1/allocation-runs/{run_id}/plan/lines/{line_id}": LOGISTICS,
+    "POST /v1/allocation-runs/{run_id}/plan/approve": LOGISTICS,
+    "POST /v1/allocation-runs/{run_id}/plan/reject": LOGISTICS,
+    "GET /v1/allocation-runs/{run_id}/plan/pick-list.csv": STAFF,
+    "GET /v1/allocation-runs/{run_id}/plan/manifest.csv": STAFF,
+    # shipments: admin read; logistics read/assign/all events; requester to own org; donor from own
+    # pledges; driver assigned ones (read + report events) — scoping is object level (404)
+    "GET /v1/shipments": ALL,
+    "GET /v1/shipments/{shipment_id}": ALL,
+    "GET /v1/shipments/{shipment_id}/events": ALL,
+    "POST /v1/shipments/{shipment_id}/events": frozenset({"logistics", "driver"}),
+    "POST /v1/shipments/{shipment_id}/assign": LOGISTICS,
     # audit events: admin read
     "GET /v1/audit-events": ADMIN,
 }

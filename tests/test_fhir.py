@@ -201,6 +201,9 @@ def test_bad_search_parameters_are_400_outcomes(client: TestClient, w: World) ->
     assert r.status_code == 400 and expressions(r) == ["receiver"]
     r = client.get("/fhir/R4/SupplyRequest", params={"_count": "0"}, headers=w.admin.headers)
     assert r.status_code == 400 and expressions(r) == ["_count"]
+    for cursor in ("garbage", "aWQ6OTk5OTk5OTk5OTk5"):  # the second is a well-formed cursor past any id
+        r = client.get("/fhir/R4/SupplyRequest", params={"_cursor": cursor}, headers=w.admin.headers)
+        assert r.status_code == 400 and expressions(r) == ["_cursor"]
 
 
 # --------------------------------------------------------------------------- invalid resources

@@ -429,4 +429,3 @@ def test_command_line_import_and_export(tmp_path: Path) -> None:
     assert [r[1] for r in sheet.iter_rows(min_row=2, values_only=True)] == [row[0] for row in ORGS[1:]]
     printed = cli("export", "organizations")
     assert printed.returncode == 0 and printed.stdout.splitlines()[0].startswith("id,name,kind,region")
-    assert cli("import", "castles", str(good)).returncode == 2

@@ -88,3 +88,9 @@ def test_if_none_match_gives_304_until_the_record_changes(client: TestClient, fa
     client.patch(f"/v1/organizations/{org.id}", json={"region": "south"}, headers=admin.headers | {"If-Match": etag})
     changed = client.get(f"/v1/organizations/{org.id}", headers=admin.headers | {"If-None-Match": etag})
     assert changed.status_code == 200 and changed.json()["region"] == "south"
+
+
+def test_id_beyond_the_database_integer_range_is_404(client: TestClient, factory: Factory) -> None:
+    admin = factory.actor("admin")
+    r = client.get("/v1/organizations/99999999999", headers=admin.headers)
+    assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")

@@ -25,7 +25,7 @@ DeliveryReader = Annotated[Principal, Allow("admin", "logistics", "requester", "
 Count = Annotated[int, Query(alias="_count", ge=1, le=500, description="Page size (≤ 500)")]
 Cursor = Annotated[str | None, Query(alias="_cursor", max_length=200, description="From the Bundle's next link")]
 # Ids are 32-bit integer columns; a larger number names nothing (and PostgreSQL would refuse to compare it).
-MAX_ID = 2**31 - 1
+MAX_ID = service.MAX_ID
 _DIGITS = re.compile(r"[0-9]{1,10}")
 FHIR_JSON = {"content": {FHIR_MEDIA_TYPE: {}}}
 # Paths naming a type or instance we serve, where only some methods are offered (→ 405).
@@ -102,7 +102,12 @@ def _bundle(request: Request, resources: list[Any], page: service.SearchPage[Any
 # --------------------------------------------------------------------------- SupplyRequest
 
 
-@router.post("/SupplyRequest", status_code=201, responses={201: FHIR_JSON})
+@router.post(
+    "/SupplyRequest",
+    status_code=201,
+    responses={201: FHIR_JSON},
+    openapi_extra={"requestBody": {"required": True, "content": {FHIR_MEDIA_TYPE: {"schema": {"type": "object"}}}}},
+)
 def create_supply_request(session: SessionDep, principal: RequestCreator, body: FhirBody) -> Response:
     """Create a request with one line from a SupplyRequest (status active). The new resource's id is
     the request line's id."""

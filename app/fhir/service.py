@@ -31,6 +31,7 @@ from app.shipments.models import Shipment, ShipmentEvent, ShipmentLine
 from app.sites.models import Site
 
 T = TypeVar("T")
+MAX_ID = 2**31 - 1  # ids are 32-bit integer columns
 
 # Field names of the requests service → the SupplyRequest element they came from.
 REQUEST_FIELDS = {
@@ -57,13 +58,24 @@ def _by_id(session: Session, model: Any, ids: Iterable[int]) -> dict[int, Any]:
     return {row.id: row for row in session.exec(select(model).where(col(model.id).in_(wanted))).all()}
 
 
+def _after(cursor: str) -> int:
+    """The last id of the previous page; a tampered cursor is a bad search parameter (400)."""
+    try:
+        after = decode_cursor(cursor)
+    except Unprocessable:
+        after = -1
+    if not 0 <= after <= MAX_ID:
+        raise FhirError(400, [Issue("not a cursor this server issued; follow the Bundle's next link", "_cursor")])
+    return after
+
+
 def _page(
     session: Session, stmt: Any, id_column: Any, *, limit: int, cursor: str | None
 ) -> tuple[list[Any], int, str | None]:
     """Keyset page over `stmt` (rows are tuples whose first element has the id) plus the total count."""
     total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
     if cursor:
-        stmt = stmt.where(id_column > decode_cursor(cursor))
+        stmt = stmt.where(id_column > _after(cursor))
     rows = list(session.exec(stmt.order_by(id_column).limit(limit + 1)).all())
     next_cursor = encode_cursor(rows[limit - 1][0].id) if len(rows) > limit else None
     return rows[:limit], total, next_cursor

@@ -12,7 +12,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
+from sqlalchemy.exc import SQLAlchemyError
 
+import app.models  # noqa: F401  (every table, so foreign keys between domains resolve)
 from app.config import get_settings
 from app.db import get_engine, transaction
 from app.errors import DomainError
@@ -23,6 +25,10 @@ from app.principal import Principal
 from app.reports import tabular
 
 CLI_PRINCIPAL = Principal(key_id=None, name="command line", role="admin", organization_id=None)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _print_errors(console: Console, failure: ImportFailed) -> None:
@@ -73,6 +79,9 @@ def run_import(kind: str, path: Path) -> int:
     except DomainError as exc:  # e.g. a kind-independent refusal outside any row
         err.print(f"error: {exc.detail}")
         return 1
+    except SQLAlchemyError as exc:
+        err.print(f"error: database: {_first_line(exc)} (is the schema migrated? `crisis-supply db upgrade`)")
+        return 1
     print(f"imported {result.rows} rows from {path.name}: {result.created} {kind} created")
     return 0
 
@@ -100,6 +109,9 @@ def run_export(kind: str, fmt: str, output: Path | None) -> int:
                 export = exports.export_data(session, principal=CLI_PRINCIPAL, kind=kind)
     except DomainError as exc:
         err.print(f"error: {exc.detail}")
+        return 1
+    except SQLAlchemyError as exc:
+        err.print(f"error: database: {_first_line(exc)} (is the schema migrated? `crisis-supply db upgrade`)")
         return 1
     body = tabular.render(fmt, export.columns, export.rows, title=export.name)  # type: ignore[arg-type]
     if output is None:

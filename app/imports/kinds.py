@@ -132,16 +132,16 @@ def _items(ctx: Context, rows: list[Row]) -> int:
             if item is not None:
                 created += 1
                 if waiting:
-                    later.append((row, item.id, body.substitutes))
+                    later.append((row, item.id or 0, body.substitutes))
         ctx.advance()
     failed = ctx.failed_rows()
-    for row, item_id, subs in later:
-        broken = [s.sku for s in subs if first_row_of.get(s.sku) in failed]
+    for row, item_id, wanted in later:
+        broken = [s.sku for s in wanted if first_row_of.get(s.sku, 0) in failed]
         if broken:
             where = ", ".join(f"{sku!r} (row {first_row_of[sku]})" for sku in broken)
             ctx.fail(row.number, "substitutes", f"names {where}, which has errors")
             continue
-        update = ItemUpdate(substitutes=subs)
+        update = ItemUpdate(substitutes=wanted)
         ctx.attempt(
             partial(items.update_item, ctx.session, actor=ctx.actor, item_id=item_id, data=update),
             row_locator(row, {}),

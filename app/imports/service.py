@@ -122,23 +122,20 @@ class Context:
             message = f"{field[len(column) :]}: {message}"  # which entry of a list cell, e.g. [1].penalty
         self.fail(row, column, message)
 
-    def _report_validation(self, locate: Locator, exc: ValidationError, skip: set[str]) -> None:
+    def _report_validation(self, locate: Locator, exc: ValidationError) -> None:
         for err in exc.errors():
             field = field_path(err.get("loc", ()))
-            if base_field(field) in skip:
-                continue  # its reference already failed and was reported
             message = REQUIRED if err.get("type") == "missing" else str(err.get("msg", "invalid"))
             self._report(locate, field, message)
 
-    def validate(
-        self, model: type[M], data: dict[str, Any], locate: Locator, *, skip: set[str] = frozenset()
-    ) -> M | None:  # type: ignore[assignment]
+    def validate(self, model: type[M], data: dict[str, Any], locate: Locator) -> M | None:
         """The API's schema applied to a row; errors reported at their cells. Empty cells are omitted
-        so the schema's defaults apply."""
+        so the schema's defaults apply. (An id a reference could not resolve is sent as 0, which the
+        schemas accept, so only the reference's own error is reported for it.)"""
         try:
             return model.model_validate({k: v for k, v in data.items() if v is not None})
         except ValidationError as exc:
-            self._report_validation(locate, exc, set(skip))
+            self._report_validation(locate, exc)
             return None
 
     def attempt(self, write: Callable[[], T], locate: Locator) -> T | None:
@@ -147,7 +144,7 @@ class Context:
             with self.session.begin_nested():
                 return write()
         except ValidationError as exc:
-            self._report_validation(locate, exc, set())
+            self._report_validation(locate, exc)
         except DomainError as exc:
             self._report(locate, exc.field, exc.detail)
         except IntegrityError:

@@ -71,7 +71,7 @@ def _flows(session: Session, pledges: Sequence[Pledge]) -> dict[int, _Flow]:
         ).all()
     )
     for line, shipment in _lines(session, ShipmentLine.lot_id, sorted(by_lot)):
-        total = int(receipts.get(line.lot_id, 0))
+        total = int(receipts.get(line.lot_id or 0, 0))
         for p in by_lot[line.lot_id or 0]:
             share = min(1.0, (p.received_quantity or 0) / total) if total > 0 else 0.0
             flows[p.id or 0].add(shipment.status, line, shipment.destination_organization_id, share)
