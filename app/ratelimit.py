@@ -1,6 +1,6 @@
 """Per-API-key rate limits and failed-authentication limits, as pure ASGI middleware.
 
-- Writes (POST/PUT/PATCH/DELETE) and reads (GET/HEAD, i.e. polling) each have a token bucket per API
+- Writes (POST/PUT/PATCH/DELETE) and reads (everything else: GET polling) each have a token bucket per API
   key: `rate_limit_writes_per_minute` / `rate_limit_reads_per_minute` tokens, refilled continuously,
   so a client may burst up to a minute's allowance and then goes at the steady rate. Beyond it: 429
   problem+json with `Retry-After` (seconds until the next token), before any work is done.
@@ -31,7 +31,7 @@ from app.config import Settings
 from app.errors import problem
 from app.keys.service import hash_key
 
-READ_METHODS = frozenset({"GET", "HEAD"})
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Beyond this many buckets, full ones (clients idle for a minute) are dropped: memory stays bounded.
 MAX_BUCKETS = 10_000
 
@@ -109,7 +109,7 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         token = _bearer(Headers(scope=scope))
-        limiter = self.reads if scope["method"] in READ_METHODS else self.writes
+        limiter = self.writes if scope["method"] in WRITE_METHODS else self.reads
         if token is not None and limiter.enabled:
             # The key's hash identifies the API key without a database read (it is what the table stores).
             wait = limiter.take(hash_key(token))

@@ -86,6 +86,20 @@ EXPECTED: dict[str, frozenset[str]] = {
     "GET /v1/shipments/{shipment_id}/events": ALL,
     "POST /v1/shipments/{shipment_id}/events": frozenset({"logistics", "driver"}),
     "POST /v1/shipments/{shipment_id}/assign": LOGISTICS,
+    # reports: admin/logistics all; requester own org; donor own pledge impact
+    "GET /v1/reports/gap": REQUEST_READERS,
+    "GET /v1/reports/days-of-supply": REQUEST_READERS,
+    "GET /v1/reports/request-ageing": REQUEST_READERS,
+    "GET /v1/reports/donor-impact": frozenset({"admin", "logistics", "donor"}),
+    # imports follow the write rights of each record kind; exports are staff-only
+    "POST /v1/imports/organizations": ADMIN,
+    "POST /v1/imports/sites": STAFF,
+    "POST /v1/imports/items": STAFF,
+    "POST /v1/imports/inventory": LOGISTICS,
+    "POST /v1/imports/requests": LOGISTICS,
+    "POST /v1/imports/pledges": LOGISTICS,
+    "GET /v1/exports/{kind}": STAFF,
+    "GET /v1/exports/reports/{report}": STAFF,
     # audit events: admin read
     "GET /v1/audit-events": ADMIN,
 }

@@ -286,3 +286,12 @@ def test_every_patch_delete_and_approval_documents_if_match_as_required() -> Non
                 assert {"412", "428"} <= op["responses"].keys()
                 checked += 1
     assert checked >= 7
+
+
+def test_a_run_honours_if_none_match(client: TestClient, engine: Engine, factory: Factory) -> None:
+    h, read, _ = _plan_setup(factory, engine)
+    run_url = read.removesuffix("/plan")
+    first = client.get(run_url, headers=h)
+    assert first.status_code == 200 and first.headers["ETag"]
+    again = client.get(run_url, headers=h | {"If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304 and again.content == b""

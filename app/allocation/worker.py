@@ -365,9 +365,15 @@ def run_worker(
             if once:
                 raise
         if run_id is not None:
-            status = process_run(engine, run_id, worker_id, heartbeat_interval=heartbeat_interval)
             processed += 1
-            log.info("run %s → %s", run_id, status or "taken by recovery")
+            try:
+                status = process_run(engine, run_id, worker_id, heartbeat_interval=heartbeat_interval)
+                log.info("run %s → %s", run_id, status or "no longer this worker's")
+            except Exception:  # noqa: BLE001  (e.g. the database went away; recovery re-queues the run)
+                log.exception("run %s could not be finished by worker %s", run_id, worker_id)
+                if once:
+                    raise
+                stop.wait(poll_interval)
             continue
         if once:
             break

@@ -134,6 +134,9 @@ def _duration_expression(dialect: str) -> str:
 def _read_families(engine: Engine) -> list[Metric]:
     runs, oldest, durations, on_hand, reserved = _empty_families()[1:]
     with Session(engine) as session:  # one short read; rolled back (nothing written) on close
+        if engine.dialect.name == "postgresql":
+            # A slow scrape must not pile up behind itself: give up (crisis_database_up 0) instead.
+            session.connection().execute(text("SET LOCAL statement_timeout = 5000"))
         by_status = dict(session.exec(select(AllocationRun.status, func.count()).group_by(AllocationRun.status)).all())
         for status in RUN_STATUSES:
             runs.add_metric([status], by_status.get(status, 0))
@@ -197,6 +200,7 @@ class Metrics:
         if self.multiprocess:
             from prometheus_client import multiprocess
 
+            Path(multiprocess_dir() or "").mkdir(parents=True, exist_ok=True)
             multiprocess.MultiProcessCollector(self.registry)
         else:
             from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR

@@ -60,6 +60,10 @@ class ObservabilityMiddleware:
                 raise  # too late for an error response; the server closes the connection
             status = 500
             await _send_500(send, scope["path"])
+        except BaseException:
+            if not response_started:
+                status = 499  # the client went away (cancelled) before an answer: nginx's convention
+            raise
         finally:
             seconds = time.perf_counter() - started
             route = route_template(scope)
