@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     # /metrics is public unless a token is set, then it needs `Authorization: Bearer <token>`.
     cors_origins: str = Field(default="", description="Comma-separated origins allowed by CORS; empty = CORS off")
     metrics_token: SecretStr | None = Field(default=None, description="Bearer token required by /metrics when set")
+    # Dashboard (docs/dashboard.md): signs the session cookie. Unset: generated into <data dir>/session-secret.
+    session_secret: SecretStr | None = Field(default=None, description="Signs dashboard session cookies")
     # Reliability (docs/reliability.md). Rate limits are per API key and per API process; 0 turns one off.
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1, description="How long an Idempotency-Key is kept")
     idempotency_stale_seconds: float = Field(

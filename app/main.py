@@ -36,6 +36,7 @@ DOMAIN_ROUTERS = (
     "app.imports.router",
     "app.fhir.router",
     "app.operations.router",
+    "app.dashboard.router",  # the web dashboard at / (not part of the /v1 API or its schema)
 )
 IMPORT_PREFIXES = ("/v1/imports",)
 

@@ -159,8 +159,9 @@ class _Search:
         self.src_ptr = np.searchsorted(f_src[order], np.arange(ns + 1)).astype(np.int64)
         self.flow_dem = f_dem[order]  # per source (CSR): the demands it serves in the plan
         f_tier = net.tier[f_dem]
-        self.held_above = [np.bincount(f_src[f_tier < t], weights=f_qty[f_tier < t], minlength=ns)
-                           for t in range(N_TIERS)]
+        self.held_above = [
+            np.bincount(f_src[f_tier < t], weights=f_qty[f_tier < t], minlength=ns) for t in range(N_TIERS)
+        ]
         self.tier_flows = []  # per tier: (levels ascending, source, quantity) of its flows
         for t in range(N_TIERS):
             idx = np.flatnonzero(f_tier == t)

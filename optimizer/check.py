@@ -154,8 +154,9 @@ class _World:
             for lo in range(0, rows_all.size, step):
                 rows = rows_all[lo : lo + step]
                 # Demand lines share sites: one distance per (site, source), then each line's deadline.
-                site, inv = np.unique(np.stack([self.d_lat[rows], self.d_lon[rows]], axis=1), axis=0,
-                                      return_inverse=True)
+                site, inv = np.unique(
+                    np.stack([self.d_lat[rows], self.d_lon[rows]], axis=1), axis=0, return_inverse=True
+                )
                 km = great_circle_km(site[:, :1], site[:, 1:], self.s_lat[cols][None, :], self.s_lon[cols][None, :])
                 arrival = (self.ready[cols][None, :] + km / self.speed)[inv.reshape(-1)]
                 limit = np.minimum(self.deadline[rows][:, None], self.expiry[cols][None, :])
@@ -193,8 +194,7 @@ def check(
     out = Outcome()
     if certificate and feasible:
         net = Network(world.cap, world.q, world.w, world.tier, world.arc_src, world.arc_dem, world.dem_ptr)
-        out = certify(net, x, f_src, f_dem, f_qty, sample_limit=sample_limit, sample_size=sample_size,
-                      method=method)
+        out = certify(net, x, f_src, f_dem, f_qty, sample_limit=sample_limit, sample_size=sample_size, method=method)
         _report_certificate(problem, x, out, errs)
     elif certificate:
         errs.add("certificate", "not examined: the plan is infeasible")
@@ -217,12 +217,16 @@ def _report_certificate(problem: Problem, x: I64, out: Outcome, errs: _Errors) -
         return f"demand {d.id} ({d.priority}, {x[j]}/{d.quantity})"
 
     for j, i, spare in out.stranded:
-        errs.add("stranded", f"{who(j)} is short while source {problem.sources[i].id} it can reach has "
-                 f"{spare} units left")
+        errs.add(
+            "stranded", f"{who(j)} is short while source {problem.sources[i].id} it can reach has {spare} units left"
+        )
     for j, i in out.improvable:
         via = f" (spare stock at source {problem.sources[i].id})" if i >= 0 else ""
-        errs.add("certificate", f"{who(j)} can get one more unit without taking any from a higher tier or "
-                 f"from a same-tier demand at or below its new level{via}")
+        errs.add(
+            "certificate",
+            f"{who(j)} can get one more unit without taking any from a higher tier or "
+            f"from a same-tier demand at or below its new level{via}",
+        )
 
 
 def _close(reported: float, expected: float, atol: float = 1e-12) -> bool:
@@ -282,8 +286,9 @@ def _check_allocations(problem: Problem, plan: Plan, world: _World, errs: _Error
 def _penalties(problem: Problem, world: _World, s: I64, d: I64) -> F64:
     """Substitution penalty per unit on arcs s[k] → d[k] (0 for the demanded SKU itself)."""
     src, dem = problem.sources, problem.demands
-    return np.array([world.penalty[dem[j].item][src[i].item] for i, j in zip(s.tolist(), d.tolist(), strict=True)],
-                    dtype=np.float64)
+    return np.array(
+        [world.penalty[dem[j].item][src[i].item] for i, j in zip(s.tolist(), d.tolist(), strict=True)], dtype=np.float64
+    )
 
 
 def _check_totals(problem: Problem, world: _World, s: I64, d: I64, qty: I64, errs: _Errors) -> None:
@@ -316,9 +321,7 @@ def _expected_reasons(world: _World, x: I64, f_src: I64, f_dem: I64) -> list[str
     return out
 
 
-def _check_demands(
-    problem: Problem, plan: Plan, world: _World, x: I64, f_src: I64, f_dem: I64, errs: _Errors
-) -> None:
+def _check_demands(problem: Problem, plan: Plan, world: _World, x: I64, f_src: I64, f_dem: I64, errs: _Errors) -> None:
     expected = _expected_reasons(world, x, f_src, f_dem)
     seen: set[int] = set()
     for k, r in enumerate(plan.demands):
@@ -329,8 +332,10 @@ def _check_demands(
         seen.add(j)
         xj, qj = int(x[j]), int(world.q[j])
         if r.allocated != xj or r.unmet != qj - xj:
-            errs.add("demand_numbers", f"{r.id}: reports {r.allocated} allocated / {r.unmet} unmet, "
-                     f"allocations give {xj} of {qj}")
+            errs.add(
+                "demand_numbers",
+                f"{r.id}: reports {r.allocated} allocated / {r.unmet} unmet, allocations give {xj} of {qj}",
+            )
         if not _close(r.fill_rate, xj / qj):
             errs.add("fill_rate", f"{r.id}: reports fill {r.fill_rate}, expected {xj / qj}")
         if r.reason != expected[j]:
@@ -340,8 +345,9 @@ def _check_demands(
         errs.add("demand_rows", f"demand {ident!r} missing from the plan")
 
 
-def _check_kpis(problem: Problem, plan: Plan, world: _World, x: I64, f_src: I64, f_dem: I64, f_qty: I64,
-                errs: _Errors) -> None:
+def _check_kpis(
+    problem: Problem, plan: Plan, world: _World, x: I64, f_src: I64, f_dem: I64, f_qty: I64, errs: _Errors
+) -> None:
     k = plan.kpis
     fill = x / world.q
     level = x / (world.w * world.q)
@@ -367,8 +373,9 @@ def _check_kpis(problem: Problem, plan: Plan, world: _World, x: I64, f_src: I64,
     km = great_circle_km(world.s_lat[f_src], world.s_lon[f_src], world.d_lat[f_dem], world.d_lon[f_dem])
     unit_km = math.fsum((f_qty * km).tolist())
     src, dem = problem.sources, problem.demands
-    sub = np.array([src[i].item != dem[j].item for i, j in zip(f_src.tolist(), f_dem.tolist(), strict=True)],
-                   dtype=np.bool_)
+    sub = np.array(
+        [src[i].item != dem[j].item for i, j in zip(f_src.tolist(), f_dem.tolist(), strict=True)], dtype=np.bool_
+    )
     pen = _penalties(problem, world, f_src, f_dem)
     totals = {
         "unit_km": (unit_km, KM_ATOL),

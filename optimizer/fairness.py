@@ -12,8 +12,8 @@ the same tier with x_s / c_s ≤ (x_r + 1) / c_r, i.e. exactly the protected dem
 can serve them, start quantities L (units already settled) and end quantities T (units that may still
 be added), and F = its max-flow with caps T when known. One step:
 
-* F unknown: max-flow with caps T. All caps met → done at T. Otherwise the sink side A of the minimal
-  min cut (demands not reachable in the residual graph) is tight — it receives exactly the supply Y of
+* F unknown: max-flow with caps T. All caps met → done at T. Otherwise the sink side A of the min
+  cut (demands not reachable from S in the residual graph) is tight — it receives exactly the supply Y of
   the sink-side sources, which serve nothing else — and every demand outside A is at its cap T in
   every maximal vector, so it is done at T; A continues with F = flow into A.
 * F known: let θ be the key of the (F − ΣL)-th unit above L and t the caps "units with key ≤ θ", so
@@ -24,8 +24,11 @@ be added), and F = its max-flow with caps T when known. One step:
   every cross exchange B-gains/A-loses has key(A unit) ≤ θ < key(B's next unit), so certificates of
   the parts combine into a certificate of the whole.
 
-Subproblems are disjoint networks, so every pending subproblem of a round is solved by **one**
-OR-Tools max-flow over the whole graph (cross arcs at capacity 0). The min-cut side sets do not
+* F known and ΣL = F already: done at L.
+
+Item components (SKUs linked by substitution) are independent networks from the start. Within one,
+subproblems are disjoint networks, so every pending subproblem of a round is solved by **one**
+OR-Tools max-flow over the component's graph (cross arcs at capacity 0). The min-cut side sets do not
 depend on which max flow the solver finds, so the result is deterministic. The final subproblems
 (``block_of_demand`` / ``block_of_source``) also partition the min-cost stage: in every plan with these
 quantities a block's demands are served only by its own sources.
@@ -48,6 +51,7 @@ from ortools.graph.python import max_flow
 
 from optimizer.model import PRIORITIES, Problem
 from optimizer.network import Arcs
+from optimizer.parallel import ParallelOptions, fork_map
 
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
@@ -148,41 +152,116 @@ def select_caps(sub: I32, n_sub: int, m: I64, tier: npt.NDArray[np.int8], c: F64
     return np.asarray(caps, dtype=np.int64)
 
 
-def fair_quantities(problem: Problem, arcs: Arcs, *, deadline: float | None = None) -> FairResult:
+@dataclass(frozen=True)
+class _Net:
+    """One item component as an independent network, in local indices."""
+
+    arc_src: I32
+    arc_dem: I32
+    supply: I64
+    q: I64
+    tier: npt.NDArray[np.int8]
+    c: F64  # w · q
+
+
+@dataclass(frozen=True)
+class _Part:
+    x: I64
+    d_block: I32
+    s_block: I32
+    witness: I64
+    exact: bool
+    rounds: int
+    max_flows: int
+
+
+def fair_quantities(
+    problem: Problem, arcs: Arcs, *, deadline: float | None = None, parallel: ParallelOptions | None = None
+) -> FairResult:
     """Lexicographic-tier, weighted max-min fair whole-unit quantities (see the module docstring).
 
-    ``deadline`` is a ``time.monotonic()`` value; past it, no new round starts.
+    Item components (SKUs linked by substitution) are independent and decomposed separately, the
+    largest shared with a forked helper (``parallel``; default: no helper). ``deadline`` is a
+    ``time.monotonic()`` value; past it, no new round starts.
     """
     ns, nd, na = len(problem.sources), len(problem.demands), arcs.n
     tier_of = {p: i for i, p in enumerate(PRIORITIES)}
     tier = np.array([tier_of[d.priority] for d in problem.demands], dtype=np.int8)
     weight = np.array([d.equity_weight for d in problem.demands], dtype=np.float64)
     c = weight * arcs.demand_qty.astype(np.float64)
-    supply = arcs.source_qty
-    s_sub, d_sub = item_components(problem)
-    n_subs = len(problem.items)
-    f_known = np.full(n_subs, -1, dtype=np.int64)
-    done = np.ones(n_subs, dtype=np.bool_)
-    done[d_sub] = False
-    lo = np.zeros(nd, dtype=np.int64)
-    hi = arcs.demand_qty.copy()
-    x = np.zeros(nd, dtype=np.int64)
+    s_comp, d_comp = item_components(problem)
+    arc_comp = d_comp[arcs.demand]
+    comps = [int(k) for k in np.unique(d_comp)]
+    members = [(np.flatnonzero(s_comp == k), np.flatnonzero(d_comp == k), np.flatnonzero(arc_comp == k)) for k in comps]
 
+    def run(m: tuple[I64, I64, I64]) -> _Part:
+        src, dem, arc = m
+        s_local = np.full(ns, -1, dtype=np.int32)
+        s_local[src] = np.arange(src.size, dtype=np.int32)
+        d_local = np.full(nd, -1, dtype=np.int32)
+        d_local[dem] = np.arange(dem.size, dtype=np.int32)
+        net = _Net(
+            s_local[arcs.source[arc]],
+            d_local[arcs.demand[arc]],
+            arcs.source_qty[src],
+            arcs.demand_qty[dem],
+            tier[dem],
+            c[dem],
+        )
+        return _decompose(net, deadline)
+
+    par = parallel or ParallelOptions(workers=1)
+    parts = fork_map(run, members, [m[2].size for m in members], workers=par.workers, min_weight=par.min_arcs)
+    x = np.zeros(nd, dtype=np.int64)
+    block_of_demand = np.zeros(nd, dtype=np.int32)
+    block_of_source = np.full(ns, -1, dtype=np.int32)  # sources of SKUs nobody asks for: no block
+    witness = np.zeros(na, dtype=np.int64)
+    offset = 0
+    for (src, dem, arc), part in zip(members, parts, strict=True):
+        x[dem] = part.x
+        block_of_demand[dem] = offset + part.d_block
+        block_of_source[src] = offset + part.s_block
+        witness[arc] = part.witness
+        offset += int(max(part.d_block.max(initial=-1), part.s_block.max(initial=-1))) + 1
+    return FairResult(
+        quantity=x,
+        block_of_demand=block_of_demand,
+        block_of_source=block_of_source,
+        exact=all(p.exact for p in parts),
+        rounds=max((p.rounds for p in parts), default=0),
+        max_flows=sum(p.max_flows for p in parts),
+        witness=witness,
+    )
+
+
+def _decompose(net: _Net, deadline: float | None) -> _Part:
+    """The decomposition of the module docstring on one network: one max-flow per round."""
+    ns, nd, na = net.supply.size, net.q.size, net.arc_src.size
+    tier, c, supply = net.tier, net.c, net.supply
+    s_sub = np.zeros(ns, dtype=np.int32)
+    d_sub = np.zeros(nd, dtype=np.int32)
+    n_subs = 1
+    f_known = np.full(n_subs, -1, dtype=np.int64)
+    done = np.zeros(n_subs, dtype=np.bool_)
+    lo = np.zeros(nd, dtype=np.int64)
+    hi = net.q.copy()
+    x = np.zeros(nd, dtype=np.int64)
+    witness = np.zeros(na, dtype=np.int64)
+    if na == 0:  # nothing can move: everyone stays at 0
+        return _Part(x, d_sub, s_sub, witness, exact=True, rounds=0, max_flows=0)
     if deadline is not None and time.monotonic() > deadline:  # not even worth building the graph
-        zero = np.zeros(na, dtype=np.int64)
-        return FairResult(x, d_sub, s_sub, exact=False, rounds=0, max_flows=0, witness=zero)
+        return _Part(x, d_sub, s_sub, witness, exact=False, rounds=0, max_flows=0)
     inf = int(supply.sum()) + 1
     graph = max_flow.SimpleMaxFlow()
     src_nodes = 2 + np.arange(ns, dtype=np.int32)
     dem_nodes = 2 + ns + np.arange(nd, dtype=np.int32)
     arc_ids = graph.add_arcs_with_capacity(
-        np.concatenate([np.zeros(ns, np.int32), src_nodes[arcs.source], dem_nodes]),
-        np.concatenate([src_nodes, dem_nodes[arcs.demand], np.ones(nd, np.int32)]),
+        np.concatenate([np.zeros(ns, np.int32), src_nodes[net.arc_src], dem_nodes]),
+        np.concatenate([src_nodes, dem_nodes[net.arc_dem], np.ones(nd, np.int32)]),
         np.zeros(ns + na + nd, dtype=np.int64),
     )
     sink_ids = arc_ids[ns + na :]
     mid_ids = arc_ids[ns : ns + na]
-    witness = np.zeros(na, dtype=np.int64)
     buf = np.zeros(ns + na + nd, dtype=np.int64)  # capacities, reused every round
     rounds = max_flows = 0
     exact = True
@@ -209,8 +288,8 @@ def fair_quantities(problem: Problem, arcs: Arcs, *, deadline: float | None = No
         if done.all():
             break
         # Arcs between different subproblems (or into finished ones) are closed.
-        live_arc = s_sub[arcs.source] == d_sub[arcs.demand]
-        live_arc &= act_d[arcs.demand]
+        live_arc = s_sub[net.arc_src] == d_sub[net.arc_dem]
+        live_arc &= act_d[net.arc_dem]
         np.copyto(buf[:ns], np.where(done[s_sub], 0, supply))
         np.multiply(live_arc, inf, out=buf[ns : ns + na])
         buf[ns + na :] = caps
@@ -224,7 +303,7 @@ def fair_quantities(problem: Problem, arcs: Arcs, *, deadline: float | None = No
         inflow = np.asarray(graph.flows(sink_ids), dtype=np.int64)
         # Keep this round's flow on the arcs of the subproblems just solved: a block's last one realizes
         # its final quantities (met caps, or the saturated source side of a split), for the router.
-        solved = act_d[arcs.demand]
+        solved = act_d[net.arc_dem]
         witness[solved] = np.asarray(graph.flows(mid_ids), dtype=np.int64)[solved]
         want = np.bincount(d_sub, weights=caps, minlength=n_subs)
         got = np.bincount(d_sub, weights=inflow, minlength=n_subs)
@@ -265,13 +344,5 @@ def fair_quantities(problem: Problem, arcs: Arcs, *, deadline: float | None = No
         s_sub = np.where(s_moving, s_new, s_sub).astype(np.int32)
         n_subs = n_new
     if not exact:
-        x = np.bincount(arcs.demand, weights=witness, minlength=nd).astype(np.int64)
-    return FairResult(
-        quantity=x,
-        block_of_demand=d_sub,
-        block_of_source=s_sub,
-        exact=exact,
-        rounds=rounds,
-        max_flows=max_flows,
-        witness=witness,
-    )
+        x = np.bincount(net.arc_dem, weights=witness, minlength=nd).astype(np.int64)
+    return _Part(x, d_sub, s_sub, witness, exact=exact, rounds=rounds, max_flows=max_flows)

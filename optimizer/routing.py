@@ -20,19 +20,15 @@ answer is always the exact optimum for the scaled costs.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from ortools.graph.python import min_cost_flow
 
 from optimizer.network import Arcs
+from optimizer.parallel import ParallelOptions, fork_map
 
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
@@ -47,8 +43,6 @@ class RoutingOptions:
     pricing_margin: float = 0.1  # currency/unit: arcs this close to attractive join with the violators
     pricing_min_arcs: int = 500_000  # blocks with fewer arcs are solved directly
     pricing_rounds: int = 8
-    workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))  # processes for the solves
-    parallel_min_arcs: int = 300_000  # below this, forking a helper costs more than it saves
 
 
 def route_min_cost(
@@ -59,13 +53,15 @@ def route_min_cost(
     witness: I64 | None = None,
     options: RoutingOptions | None = None,
     deadline: float | None = None,
+    parallel: ParallelOptions | None = None,
 ) -> RouteResult:
     """Integer flow per arc meeting ``quantity`` exactly at minimum (scaled) cost.
 
     ``witness`` is any flow meeting ``quantity`` (e.g. from the fairness stage): its arcs join the first
     pricing round so that the reduced problem is feasible, and once ``deadline`` (a ``time.monotonic()``
     value) has passed, groups not yet solved keep the witness's routing (``optimal`` is then False).
-    Without a witness, large blocks are solved whole and the deadline is ignored.
+    Without a witness, large blocks are solved whole and the deadline is ignored. Groups may be shared
+    with a forked helper process (``parallel``; default: none).
     """
     opts = options or RoutingOptions()
     flow = np.zeros(arcs.n, dtype=np.int64)
@@ -98,8 +94,11 @@ def route_min_cost(
         start = None if witness is None else witness[use[g]]
         return _Group(arcs, quantity, use[g], cost[g], start).solve(opts, deadline, margin)
 
+    sizes = [g.stop - g.start for g in groups]
+    par = parallel or ParallelOptions(workers=1)
+    results = fork_map(run, groups, sizes, workers=par.workers, min_weight=par.min_arcs, pack=_pack, unpack=_unpack)
     solves, optimal = 0, True
-    for g, (f, n) in zip(groups, _map_parallel(run, groups, opts), strict=True):
+    for g, (f, n) in zip(groups, results, strict=True):
         flow[use[g]] = f
         solves += max(n, 0)
         optimal &= n >= 0
@@ -113,82 +112,18 @@ class RouteResult:
     optimal: bool  # False when the deadline left some group on the witness's routing
 
 
-def _map_parallel(
-    run: Callable[[slice], tuple[I64, int]], groups: list[slice], opts: RoutingOptions
-) -> list[tuple[I64, int]]:
-    """``[run(g) for g in groups]``, with the largest groups shared with one forked helper process.
-
-    Groups are independent and the result does not depend on who solves which, so this is
-    deterministic. Falls back to solving everything here when forking is unavailable or fails.
-    """
-    sizes = [g.stop - g.start for g in groups]
-    if (
-        opts.workers < 2
-        or sum(sizes) < opts.parallel_min_arcs
-        or len(groups) < 2
-        or not _can_fork()
-        or multiprocessing.current_process().daemon  # daemonic processes may not have children
-    ):
-        return [run(g) for g in groups]
-    # Longest-processing-time-first split into two bins; the helper takes bin 1.
-    load = [0, 0]
-    mine: list[int] = []
-    theirs: list[int] = []
-    for i in sorted(range(len(groups)), key=lambda i: (-sizes[i], i)):
-        b = 0 if load[0] <= load[1] else 1
-        load[b] += sizes[i]
-        (mine if b == 0 else theirs).append(i)
-    ctx = multiprocessing.get_context("fork")
-    receiver, sender = ctx.Pipe(duplex=False)
-    sys.stdout.flush()  # a forked child must not inherit (and later re-flush) buffered output
-    sys.stderr.flush()
-    helper = ctx.Process(target=_helper, args=(sender, run, [groups[i] for i in theirs]), daemon=True)
-    try:
-        helper.start()
-    except (OSError, AssertionError, ValueError):  # e.g. no fork allowed here: do it all in this process
-        receiver.close()
-        sender.close()
-        return [run(g) for g in groups]
-    sender.close()
-    sparse: list[tuple[I64, I64, int]] | str | None = None
-    try:
-        results: dict[int, tuple[I64, int]] = {i: run(groups[i]) for i in mine}
-        try:
-            sparse = receiver.recv()
-        except (EOFError, OSError):
-            sparse = None
-    finally:
-        if sparse is None and helper.is_alive():
-            helper.terminate()  # this side failed (or the helper died): do not leave it running
-        helper.join()
-        receiver.close()
-    for k, i in enumerate(theirs):
-        if sparse is None or isinstance(sparse, str):
-            results[i] = run(groups[i])  # the helper failed: do its share here
-            continue
-        pos, val, n = sparse[k]
-        f = np.zeros(sizes[i], dtype=np.int64)
-        f[pos] = val
-        results[i] = (f, n)
-    return [results[i] for i in range(len(groups))]
+def _pack(result: tuple[I64, int]) -> tuple[int, I64, I64, int]:
+    """A group's flow as (length, used positions, their values, solves): most arcs carry nothing."""
+    flow, solves = result
+    pos = np.flatnonzero(flow)
+    return flow.size, pos, flow[pos], solves
 
 
-def _helper(conn: Connection, run: Callable[[slice], tuple[I64, int]], groups: list[slice]) -> None:
-    try:
-        out = []
-        for g in groups:
-            f, n = run(g)
-            pos = np.flatnonzero(f)  # send only the used arcs
-            out.append((pos, f[pos], n))
-        conn.send(out)
-    except Exception as e:  # reported to the parent, which then solves these groups itself
-        conn.send(f"{type(e).__name__}: {e}")
-    finally:
-        conn.close()
-
-
-def _can_fork() -> bool:
-    return "fork" in multiprocessing.get_all_start_methods()
+def _unpack(packed: tuple[int, I64, I64, int]) -> tuple[I64, int]:
+    size, pos, values, solves = packed
+    flow = np.zeros(size, dtype=np.int64)
+    flow[pos] = values
+    return flow, solves
 
 
 def _compact(ids: npt.NDArray[np.integer], n: int) -> tuple[I64, I32]:

@@ -114,3 +114,13 @@ def table_contents(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
             out[table.name] = [tuple(r) for r in conn.execute(text(f'SELECT * FROM "{table.name}" ORDER BY {order}'))]
         out["alembic_version"] = [tuple(r) for r in conn.execute(text("SELECT version_num FROM alembic_version"))]
     return out
+
+
+@contextmanager
+def logs_on_failure(*logs: Path) -> Iterator[None]:
+    """A failing assertion in a multi-process test shows what the processes wrote."""
+    try:
+        yield
+    except Exception as exc:  # not BaseException: a pytest.skip must stay a skip
+        tails = [f"--- {p.name}:\n{p.read_text()[-4000:]}" for p in logs if p.exists()]
+        raise AssertionError(f"{exc!r}\n" + "\n".join(tails)) from exc

@@ -24,6 +24,7 @@ from tests.ops_support import (
     empty_database,
     free_port,
     http_get,
+    logs_on_failure,
     run_cli,
     wait_until,
 )
@@ -113,7 +114,7 @@ def _json_lines(path: Path) -> list[dict[str, Any]]:
         try:
             parsed.append(json.loads(line))
         except ValueError:
-            pytest.fail(f"{path.name}: not a JSON log line: {line!r}")
+            raise AssertionError(f"{path.name}: not a JSON log line: {line!r}") from None
     return parsed
 
 
@@ -121,37 +122,38 @@ def _json_lines(path: Path) -> list[dict[str, Any]]:
 def test_the_containers_commands_work_outside_docker(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    services = _compose()["services"]
-    with empty_database(backend, tmp_path, request) as url:
-        port = free_port()
-        env = cli_env(tmp_path / "data", url, PORT=str(port), CRISIS_EMBEDDED_WORKER="off")
-        migrate = run_cli(services["migrate"]["command"][1:], env)
-        assert migrate.returncode == 0, migrate.stderr
+    with logs_on_failure(tmp_path / "api.log", tmp_path / "worker.log"):
+        services = _compose()["services"]
+        with empty_database(backend, tmp_path, request) as url:
+            port = free_port()
+            env = cli_env(tmp_path / "data", url, PORT=str(port), CRISIS_EMBEDDED_WORKER="off")
+            migrate = run_cli(services["migrate"]["command"][1:], env)
+            assert migrate.returncode == 0, migrate.stderr
 
-        with (
-            background([CLI, *_image_cmd()[1:]], env, tmp_path / "api.log") as api,
-            background([CLI, *services["worker1"]["command"][1:]], env, tmp_path / "worker.log") as worker,
-        ):
-            healthcheck = [sys.executable, *_healthcheck_command()[1:]]
+            with (
+                background([CLI, *_image_cmd()[1:]], env, tmp_path / "api.log") as api,
+                background([CLI, *services["worker1"]["command"][1:]], env, tmp_path / "worker.log") as worker,
+            ):
+                healthcheck = [sys.executable, *_healthcheck_command()[1:]]
 
-            def healthy() -> bool:
-                assert api.poll() is None, (tmp_path / "api.log").read_text()
-                return run_probe(healthcheck, env) == 0
+                def healthy() -> bool:
+                    assert api.poll() is None, (tmp_path / "api.log").read_text()
+                    return run_probe(healthcheck, env) == 0
 
-            wait_until(healthy, 60, "the image's HEALTHCHECK command to pass")
-            base = f"http://127.0.0.1:{port}"
-            assert http_get(base + "/readyz") == (200, '{"status":"ready"}')
-            status, metrics = http_get(base + "/metrics")
-            assert status == 200 and "crisis_database_up 1.0" in metrics
-            wait_until(lambda: "started" in (tmp_path / "worker.log").read_text(), 30, "the worker to start")
-            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+                wait_until(healthy, 60, "the image's HEALTHCHECK command to pass")
+                base = f"http://127.0.0.1:{port}"
+                assert http_get(base + "/readyz") == (200, '{"status":"ready"}')
+                status, metrics = http_get(base + "/metrics")
+                assert status == 200 and "crisis_database_up 1.0" in metrics
+                wait_until(lambda: "started" in (tmp_path / "worker.log").read_text(), 30, "the worker to start")
+                assert worker.poll() is None, (tmp_path / "worker.log").read_text()
 
-        api_lines = _json_lines(tmp_path / "api.log")  # uvicorn's own messages included
-        requests = [line for line in api_lines if line.get("event") == "request"]
-        assert {"/healthz", "/readyz", "/metrics"} <= {line["path"] for line in requests}
-        assert all(len(str(line["request_id"])) == 32 for line in requests)
-        assert any(line.get("logger", "").startswith("uvicorn") for line in api_lines)
-        assert any("started" in str(line.get("event")) for line in _json_lines(tmp_path / "worker.log"))
+            api_lines = _json_lines(tmp_path / "api.log")  # uvicorn's own messages included
+            requests = [line for line in api_lines if line.get("event") == "request"]
+            assert {"/healthz", "/readyz", "/metrics"} <= {line["path"] for line in requests}
+            assert all(len(str(line["request_id"])) == 32 for line in requests)
+            assert any(line.get("logger", "").startswith("uvicorn") for line in api_lines)
+            assert any("started" in str(line.get("event")) for line in _json_lines(tmp_path / "worker.log"))
 
 
 def run_probe(command: list[str], env: dict[str, str]) -> int:

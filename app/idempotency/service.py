@@ -11,18 +11,20 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, cast
 
-from sqlalchemy import delete, update
+from sqlalchemy import CursorResult, Table, delete, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import SQLModel, select
 
 from app.db import transaction, utcnow
 from app.idempotency.models import IdempotencyKey
 from app.keys.models import ApiKey
 from app.keys.service import hash_key
 
+# Core table for the UPDATE/DELETE statements (typed columns; the ORM class is used for reads).
+_T: Table = SQLModel.metadata.tables[IdempotencyKey.__tablename__]
 # A row the unique constraint rejected can vanish (released) or expire before we read it; retry a few times.
 _RESERVE_ATTEMPTS = 4
 
@@ -99,7 +101,7 @@ def _existing(
         if row is None:
             return None
         if row.created_at < now - timedelta(seconds=ttl_s):
-            session.execute(delete(IdempotencyKey).where(IdempotencyKey.id == row.id))
+            session.execute(delete(_T).where(_T.c.id == row.id))
             return None
         if row.fingerprint != fingerprint:
             return Decision("mismatch")
@@ -113,15 +115,12 @@ def _existing(
         if row.locked_at < now - timedelta(seconds=stale_s):
             # Abandoned (its process died): take it over. Compare-and-set on the heartbeat, so of several
             # retries arriving together only one takes over; the others see a fresh heartbeat → busy.
-            taken = session.execute(
-                update(IdempotencyKey)
-                .where(
-                    IdempotencyKey.id == row.id,
-                    IdempotencyKey.state == "processing",
-                    IdempotencyKey.locked_at == row.locked_at,
-                )
+            stmt = (
+                update(_T)
+                .where(_T.c.id == row.id, _T.c.state == "processing", _T.c.locked_at == row.locked_at)
                 .values(locked_at=now)
             )
+            taken = cast("CursorResult[object]", session.execute(stmt))
             if taken.rowcount == 1:
                 return Decision("run", reservation_id=row.id)
         return Decision("busy")
@@ -130,17 +129,15 @@ def _existing(
 def heartbeat(engine: Engine, reservation_id: int) -> None:
     with transaction(engine) as session:
         session.execute(
-            update(IdempotencyKey)
-            .where(IdempotencyKey.id == reservation_id, IdempotencyKey.state == "processing")
-            .values(locked_at=utcnow())
+            update(_T).where(_T.c.id == reservation_id, _T.c.state == "processing").values(locked_at=utcnow())
         )
 
 
 def complete(engine: Engine, reservation_id: int, answer: StoredAnswer) -> None:
     with transaction(engine) as session:
         session.execute(
-            update(IdempotencyKey)
-            .where(IdempotencyKey.id == reservation_id, IdempotencyKey.state == "processing")
+            update(_T)
+            .where(_T.c.id == reservation_id, _T.c.state == "processing")
             .values(
                 state="completed",
                 status_code=answer.status,
@@ -153,14 +150,11 @@ def complete(engine: Engine, reservation_id: int, answer: StoredAnswer) -> None:
 def release(engine: Engine, reservation_id: int) -> None:
     """Forget a reservation whose request failed (5xx, crash, stream): a retry may run it again."""
     with transaction(engine) as session:
-        session.execute(
-            delete(IdempotencyKey).where(IdempotencyKey.id == reservation_id, IdempotencyKey.state == "processing")
-        )
+        session.execute(delete(_T).where(_T.c.id == reservation_id, _T.c.state == "processing"))
 
 
 def purge_expired(engine: Engine, *, ttl_s: float) -> int:
     with transaction(engine) as session:
-        result = session.execute(
-            delete(IdempotencyKey).where(IdempotencyKey.created_at < utcnow() - timedelta(seconds=ttl_s))
-        )
+        stmt = delete(_T).where(_T.c.created_at < utcnow() - timedelta(seconds=ttl_s))
+        result = cast("CursorResult[object]", session.execute(stmt))
         return result.rowcount or 0

@@ -330,6 +330,7 @@ def test_pricing_and_helper_process_give_the_same_minimum_cost() -> None:
     # Force the column-generation path (1–2 candidate arcs per demand) and the forked helper on small
     # problems: the integer cost must equal a direct min-cost flow over all arcs.
     from optimizer.fairness import fair_quantities
+    from optimizer.parallel import ParallelOptions
     from optimizer.routing import RoutingOptions, route_min_cost
 
     for seed in range(12):
@@ -338,15 +339,28 @@ def test_pricing_and_helper_process_give_the_same_minimum_cost() -> None:
         fair = fair_quantities(p, arcs)
         assert np.array_equal(np.bincount(arcs.demand, weights=fair.witness, minlength=len(p.demands)), fair.quantity)
         args = (arcs, fair.quantity, fair.block_of_demand, fair.block_of_source, fair.witness)
-        full = route_min_cost(*args, RoutingOptions(pricing_min_arcs=10**9, workers=1))
+        full = route_min_cost(*args, RoutingOptions(pricing_min_arcs=10**9))
         cost = np.rint(arcs.unit_cost * 1e4).astype(np.int64)
-        for opts in (
-            RoutingOptions(pricing_min_arcs=0, candidates=1, workers=1, group_arcs=1),
-            RoutingOptions(pricing_min_arcs=0, candidates=2, workers=2, parallel_min_arcs=0, group_arcs=1),
+        for opts, par in (
+            (RoutingOptions(pricing_min_arcs=0, candidates=1, group_arcs=1), ParallelOptions(workers=1)),
+            (RoutingOptions(pricing_min_arcs=0, candidates=2, group_arcs=1), ParallelOptions(workers=2, min_arcs=0)),
         ):
-            routed = route_min_cost(*args, opts)
+            routed = route_min_cost(*args, opts, parallel=par)
             assert routed.optimal
             assert int((routed.flow * cost).sum()) == int((full.flow * cost).sum())
             assert np.array_equal(
                 np.bincount(arcs.demand, weights=routed.flow, minlength=len(p.demands)), fair.quantity
             )
+
+
+def test_fairness_gives_the_same_answer_with_a_helper_process() -> None:
+    from optimizer.fairness import fair_quantities
+    from optimizer.parallel import ParallelOptions
+
+    p = load_problem(json.loads(EXAMPLE.read_text()))
+    arcs = build_arcs(p)
+    alone = fair_quantities(p, arcs, parallel=ParallelOptions(workers=1))
+    shared = fair_quantities(p, arcs, parallel=ParallelOptions(workers=2, min_arcs=0))
+    assert alone.exact and shared.exact
+    for field in ("quantity", "block_of_demand", "block_of_source", "witness"):
+        assert np.array_equal(getattr(alone, field), getattr(shared, field)), field

@@ -1,0 +1,1 @@
+"""The web dashboard served at `/` (server-rendered pages over the domain services)."""
