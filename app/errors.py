@@ -7,12 +7,19 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_BASE = "https://crisis-supply.example/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 MAX_DB_INT = 2**31 - 1  # INTEGER columns on PostgreSQL
+DB_RETRY_AFTER_S = 2  # Retry-After on a 503 while the database is unreachable (a restart takes seconds)
+# PostgreSQL SQLSTATEs meaning "no database right now": connection exception (class 08), admin/crash
+# shutdown and "starting up" (57P01-03), too many connections (53300). psycopg's own client-side
+# failures (connection refused, connection lost) carry no SQLSTATE at all.
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+_SQLITE_BUSY = {"SQLITE_BUSY", "SQLITE_LOCKED"}
 
 
 class DomainError(Exception):
@@ -86,6 +93,37 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
+def database_unavailable(exc: BaseException) -> bool:
+    """The database cannot be reached right now (down, restarting, connection lost, pool exhausted,
+    SQLite busy past its timeout): a 503 the client may retry, not a bug. Other database errors stay 500."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    if getattr(orig, "sqlite_errorname", None) in _SQLITE_BUSY:
+        return True
+    if type(orig).__module__.startswith("psycopg"):
+        sqlstate = getattr(orig, "sqlstate", None)
+        return sqlstate is None or sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+    return False
+
+
+def unavailable_problem(instance: str | None) -> JSONResponse:
+    """503 problem+json with Retry-After; generic text (never the driver's message, which names hosts)."""
+    resp = problem(
+        503,
+        ServiceUnavailable.title,
+        "The database is temporarily unreachable; retry shortly.",
+        slug=ServiceUnavailable.slug,
+        instance=instance,
+    )
+    resp.headers["Retry-After"] = str(DB_RETRY_AFTER_S)
+    return resp
+
+
 def _loc_to_field(loc: tuple[Any, ...] | list[Any]) -> str:
     parts = [str(p) for p in loc]
     if parts and parts[0] in {"body", "query", "path", "header", "cookie"}:
@@ -103,6 +141,16 @@ def validation_problem(errors: list[dict[str, Any]], instance: str | None = None
     items = [{"field": e["field"], "message": e["message"]} for e in errors]
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in items)
     return problem(422, "Invalid input", detail, slug="validation-error", instance=instance, errors=items)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the path supports (RFC 9110 §15.5.6). Starlette's 405 names only the first route whose
+    path matched, and FastAPI has one route per method, so `GET /x` + `POST /x` answered `Allow: GET`."""
+    from app.deps import iter_api_routes  # app.deps imports this module
+
+    path = request.scope["path"]
+    methods = {m for r in iter_api_routes(request.app.routes) if r.path_regex.match(path) for m in r.methods or ()}
+    return ", ".join(sorted(methods))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -142,6 +190,8 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         for k, v in (exc.headers or {}).items():
             resp.headers[k] = v
+        if exc.status_code == 405:
+            resp.headers["Allow"] = _allowed_methods(request)
         return resp
 
     @app.exception_handler(DataError)
@@ -152,6 +202,17 @@ def install_error_handlers(app: FastAPI) -> None:
             if isinstance(value, int | str) and str(value).lstrip("-").isdigit() and abs(int(value)) > MAX_DB_INT:
                 return problem(404, "Not found", f"{name} {value} not found", slug="not-found", instance=request.url.path)
         return validation_problem([{"field": "body", "message": "a value is out of range"}], request.url.path)
+
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        if not database_unavailable(exc):
+            raise exc  # a real error: the 500 path (ObservabilityMiddleware) logs it with its traceback
+        import logging
+
+        logging.getLogger("app").warning("database unavailable on %s: %s", request.url.path, type(exc).__name__)
+        return unavailable_problem(request.url.path)
+
+    for db_error in (OperationalError, InterfaceError, PoolTimeout):
+        app.add_exception_handler(db_error, _database)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

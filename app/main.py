@@ -15,6 +15,7 @@ from app.errors import install_error_handlers
 from app.idempotency import openapi as idempotency_openapi
 from app.idempotency.middleware import IdempotencyMiddleware
 from app.middleware import BodyLimitMiddleware, ConditionalGetMiddleware, RequestIdMiddleware
+from app.openapi import install_openapi
 from app.operations import install as install_operations
 from app.ratelimit import RateLimitMiddleware
 
@@ -76,6 +77,7 @@ def create_app(*, engine: Engine | None = None, settings: Settings | None = None
     install_operations(app, settings)  # request metrics and log, security headers, CORS (app/operations)
     app.add_middleware(RequestIdMiddleware)
     idempotency_openapi.install(app)
+    install_openapi(app)  # every status, security and links, documented centrally (app/openapi.py)
     for module in DOMAIN_ROUTERS:
         try:
             app.include_router(import_module(module).router)

@@ -2,7 +2,7 @@
 
 For each scenario size (``benchmarks/generate.py``) it prints
 
-* the feasible arcs, and the wall time (median of ``--runs``) and peak memory (the child's RSS
+* the feasible arcs, and the wall and CPU time (median of ``--runs``) and peak memory (the child's RSS
   high-water mark, from ``os.wait4``) of ``python -m optimizer solve problem.json -o plan.json`` as a
   whole process — JSON in and out included — and the same with ``--baseline greedy``;
 * whether ``python -m optimizer check`` accepts the optimizer's plan (and how long that took);
@@ -42,6 +42,7 @@ from optimizer.network import build_arcs  # noqa: E402
 @dataclass(frozen=True)
 class Run:
     wall_s: float
+    cpu_s: float  # user + system: stays meaningful when other work shares the machine
     peak_mib: float
     exit_code: int
 
@@ -55,15 +56,18 @@ def run_child(args: list[str], log: Path) -> Run:
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; keep Popen from waiting again
-    return Run(wall, usage.ru_maxrss / 1024.0, proc.returncode)  # Linux: ru_maxrss in KiB
+    cpu = usage.ru_utime + usage.ru_stime
+    return Run(wall, cpu, usage.ru_maxrss / 1024.0, proc.returncode)  # Linux: ru_maxrss in KiB
 
 
-def timed(args: list[str], runs: int, log: Path) -> tuple[float, float]:
+def timed(args: list[str], runs: int, log: Path) -> Run:
+    """Median wall and CPU time over ``runs``, the highest peak memory."""
     results = [run_child(args, log) for _ in range(runs)]
     bad = [r for r in results if r.exit_code != 0]
     if bad:
         raise SystemExit(f"optimizer {' '.join(args)} exited {bad[0].exit_code}:\n{log.read_text()[-2000:]}")
-    return statistics.median(r.wall_s for r in results), max(r.peak_mib for r in results)
+    return Run(statistics.median(r.wall_s for r in results), statistics.median(r.cpu_s for r in results),
+               max(r.peak_mib for r in results), 0)
 
 
 def tier_rows(problem: Problem, plan: Plan, reachable: np.ndarray) -> dict[str, tuple[float, ...]]:
@@ -115,19 +119,17 @@ def bench(size: str, runs: int, work: Path, seed: int) -> None:
     reachable = np.diff(arcs.demand_start) > 0
     log = work / f"{size}.log"
     plans = {name: work / f"{size}-{name}.json" for name in ("optimizer", "greedy", "proportional")}
-    solve_t, solve_m = timed(["solve", str(problem_path), "-o", str(plans["optimizer"])], runs, log)
-    greedy_t, greedy_m = timed(["solve", str(problem_path), "-o", str(plans["greedy"]), "--baseline", "greedy"],
-                               runs, log)
+    solved = timed(["solve", str(problem_path), "-o", str(plans["optimizer"])], runs, log)
+    greedy = timed(["solve", str(problem_path), "-o", str(plans["greedy"]), "--baseline", "greedy"], runs, log)
     timed(["solve", str(problem_path), "-o", str(plans["proportional"]), "--baseline", "proportional"], 1, log)
     chk = run_child(["check", str(problem_path), str(plans["optimizer"])], log)
     loaded = {name: load_plan_file(path) for name, path in plans.items()}
 
     print(f"\n== {size}: {len(problem.demands):,} demand lines, {len(problem.sources):,} sources, "
           f"{arcs.n:,} feasible arcs, {int(reachable.sum()):,} reachable demands ==")
-    print(table(["process", "wall s (median)", "peak MiB"], [
-        ["optimizer solve", f"{solve_t:.2f}", f"{solve_m:.0f}"],
-        ["greedy baseline", f"{greedy_t:.2f}", f"{greedy_m:.0f}"],
-        ["optimizer check", f"{chk.wall_s:.2f}", f"{chk.peak_mib:.0f}"],
+    print(table(["process", "wall s (median)", "cpu s (median)", "peak MiB"], [
+        [name, f"{r.wall_s:.2f}", f"{r.cpu_s:.2f}", f"{r.peak_mib:.0f}"]
+        for name, r in (("optimizer solve", solved), ("greedy baseline", greedy), ("optimizer check", chk))
     ]))
     verdict = "PASS" if chk.exit_code == 0 else f"FAIL (exit {chk.exit_code}): {log.read_text()[:500]}"
     print(f"checker on the optimizer plan: {verdict}")

@@ -121,7 +121,7 @@ def test_writes_beyond_the_limit_get_429_and_do_nothing(engine: Engine, factory:
         assert [client.post("/v1/requests", json=body, headers=headers).status_code for _ in range(3)] == [201] * 3
         refused = client.post("/v1/requests", json=body, headers=headers)
         _assert_429(refused)
-        assert int(refused.headers["Retry-After"]) == 20  # one write every 60/3 s
+        assert 15 <= int(refused.headers["Retry-After"]) <= 20  # one write every 60/3 s (less the time spent)
         assert _requests(engine) == 3
         # Reads are counted separately (off here), and other keys have their own allowance.
         assert client.get("/v1/requests", headers=headers).status_code == 200
@@ -135,7 +135,7 @@ def test_polling_beyond_the_limit_gets_429(engine: Engine, factory: Factory) -> 
         polls = [client.get("/v1/shipments", params={"updated_since": "0"}, headers=driver) for _ in range(6)]
         assert [p.status_code for p in polls[:5]] == [200] * 5
         _assert_429(polls[5])
-        assert int(polls[5].headers["Retry-After"]) == 12
+        assert 7 <= int(polls[5].headers["Retry-After"]) <= 12  # one poll every 60/5 s
 
 
 def test_failed_authentication_is_limited_per_address_but_valid_keys_pass(engine: Engine, factory: Factory) -> None:
@@ -146,7 +146,7 @@ def test_failed_authentication_is_limited_per_address_but_valid_keys_pass(engine
         assert client.get("/v1/organizations").status_code == 401  # no credentials at all is a failure too
         _assert_429(client.get("/v1/organizations", headers=bad))
         _assert_429(client.post("/v1/organizations", json={}, headers=bad))
-        assert int(client.get("/v1/organizations", headers=bad).headers["Retry-After"]) == 30
+        assert 25 <= int(client.get("/v1/organizations", headers=bad).headers["Retry-After"]) <= 30
         # The address is not blocked for a caller with a valid key (many clients share one NAT address).
         assert client.get("/v1/organizations", headers=admin).status_code == 200
         assert client.get("/healthz").status_code == 200

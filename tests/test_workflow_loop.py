@@ -12,7 +12,6 @@ balances are checked against the sums of its movements.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -206,7 +205,6 @@ def check_shipments_match_plan(plan: dict[str, Any], shipments: list[dict[str, A
 
 
 def test_daily_loop_on_the_demo_coalition(client: TestClient, engine: Engine, demo: dict[str, Actor]) -> None:
-    started = time.monotonic()
     logistics, driver = demo["logistics"], demo["driver"]
     with transaction(engine) as s:
         item = s.exec(select(Item).where(Item.sku == SKU)).one()
@@ -341,4 +339,3 @@ def test_daily_loop_on_the_demo_coalition(client: TestClient, engine: Engine, de
     with transaction(engine) as s:
         line = s.get(RequestLine, target)
         assert line is not None and line.status == "fulfilled" and line.remaining == 0
-    assert time.monotonic() - started < 20, "the loop should take seconds"

@@ -11,11 +11,20 @@ deadlock): the plan row, then lots, pledges, requests and request lines in ascen
 change-feed counter last. Fifty concurrent approvals of one plan queue on the plan row; the first
 approves, the others find it approved (409). Plans to supersede are taken with SKIP LOCKED: a plan
 being approved or edited right now is left to that transaction.
+
+Test-only hook: when the environment variable CRISIS_TEST_APPROVAL_PAUSE_FILE names a file, approval,
+after it has created the shipments and reserved the lots (flushed, uncommitted) and before it commits
+pledges, advances request lines and decides the plan, creates that file and waits until it is removed
+(at most 120 s). Tests use it to kill -9 the API process provably inside the approval's transaction
+(tests/test_faults.py). Never set it in production.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -34,6 +43,21 @@ from app.principal import Principal
 from app.shipments import feed, fulfilment
 from app.shipments import service as shipments
 from app.shipments.fulfilment import LineDelta, LockedLines
+
+PAUSE_FILE_ENV = "CRISIS_TEST_APPROVAL_PAUSE_FILE"
+PAUSE_MAX_S = 120.0
+
+
+def _pause_for_tests(session: Session, plan_id: int) -> None:
+    """Test-only (see the module docstring): hold the open transaction until the test removes the file."""
+    path = os.environ.get(PAUSE_FILE_ENV)
+    if not path:
+        return
+    session.commit()  # the partial changes are in the database (uncommitted), not only in the session
+    Path(path).write_text(str(plan_id))
+    deadline = time.monotonic() + PAUSE_MAX_S
+    while Path(path).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _locked(session: Session, model: Any, ids: set[int]) -> dict[int, Any]:
@@ -254,6 +278,7 @@ def approve(session: Session, *, actor: Principal, run_id: int, precondition: pl
         if line.lot_id is not None:
             ref = f"shipment:{shipped_on[line.id]}"
             inventory.reserve(session, actor=actor, lot_id=line.lot_id, quantity=line.quantity, reference=ref)
+    _pause_for_tests(session, plan.id or 0)
     for line in sorted(lines, key=lambda x: (x.pledge_id or 0, x.id or 0)):
         if line.pledge_id is not None:
             ref = f"shipment:{shipped_on[line.id]}"

@@ -28,6 +28,7 @@ router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
 Reader = Annotated[Viewer, allow("admin", "logistics")]
 Writer = Annotated[Viewer, allow("logistics")]
 RECENT_RUNS = 50
+TOP_FLOWS = 12  # listed beside the map
 HEAT_STEPS = (0.0, 0.25, 0.5, 0.75)  # share of demand uncovered → heat-0 … heat-4
 
 
@@ -51,6 +52,7 @@ def gaps(request: Request, session: SessionDep, viewer: Reader) -> Response:
     low = reports.days_of_supply_report(
         session, scope=scope, threshold_days=request.app.state.settings.days_of_supply_threshold, below_only=True
     )
+    low.sort(key=lambda r: (r.days_of_supply if r.days_of_supply is not None else 0.0, r.organization_name))
     totals = {k: sum(getattr(r, k) for r in rows) for k in ("requested", "available", "pledged", "in_transit", "gap")}
     return render(
         request,
@@ -98,10 +100,21 @@ def site_map(request: Request, session: SessionDep, viewer: Reader, run: int | N
             (x1, y1), (x2, y2) = project(a.lat, a.lon), project(b.lat, b.lon)
             title = f"{a.name} → {b.name}: {quantity:,} units"
             flows.append(svg.FlowLine(x1, y1, x2, y2, svg.flow_width(quantity, largest), quantity, title))
-    kinds = sorted({p.kind for p in points})
+    bar_px, bar_label = svg.scale_bar(project)
     return render(
-        request, "map.html", viewer, points=points, flows=flows, plan=plan, kinds=kinds, width=svg.MAP_W,
-        height=svg.MAP_H,
+        request,
+        "map.html",
+        viewer,
+        points=points,
+        flows=flows,
+        top_flows=flows[:TOP_FLOWS],
+        plan=plan,
+        proj=project,
+        grid=svg.graticule(project),
+        labels=svg.place_labels([p for p in points if p.kind == "depot"]),
+        bar_px=bar_px,
+        bar_label=bar_label,
+        counts={kind: sum(1 for p in points if p.kind == kind) for kind in sorted({p.kind for p in points})},
     )
 
 

@@ -36,6 +36,8 @@ Reader = Annotated[Viewer, allow("admin", "logistics")]
 Writer = Annotated[Viewer, allow("logistics")]
 SERIES = ("This plan", "Greedy baseline")
 MAX_CONFLICTS_SHOWN = 8
+# Buttons for a shipment's next steps: the way forward first, the ways out (failed, cancelled) last.
+STEP_ORDER = ["dispatched", "in_transit", "delivered", "returned", "failed", "cancelled"]
 
 
 def tier_rows(kpis: dict[str, Any], baseline: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -202,7 +204,7 @@ def shipment_context(session: Session, viewer: Viewer, rows: list[Any]) -> dict[
         "site_names": {s.id: s.name for s in all_pages(sites.list_sites, session=session, principal=viewer.principal)},
         "item_by_id": by_id(all_pages(items.list_items, session=session)),
         "shipments": shipments.publish(session, rows),
-        "transitions": {k: sorted(v) for k, v in TRANSITIONS.items()},
+        "transitions": {k: sorted(v, key=STEP_ORDER.index) for k, v in TRANSITIONS.items()},
     }
     return context
 

@@ -37,14 +37,18 @@ class FlowLine:
 
 @dataclass(frozen=True)
 class Projection:
-    """Equirectangular, scaled by cos(mean latitude) so distances look right at a region's scale."""
+    """Equirectangular, scaled by cos(mean latitude) so distances look right at a region's scale.
+    `width` × `height` is the drawing's size, fitted to the data's shape."""
 
     lon0: float
     lat1: float
     kx: float
-    scale: float
+    scale: float  # pixels per degree of latitude
     ox: float
     oy: float
+    width: float
+    height: float
+    bounds: tuple[float, float, float, float]  # min lat, max lat, min lon, max lon
 
     def __call__(self, lat: float, lon: float) -> tuple[float, float]:
         x = self.ox + (lon - self.lon0) * self.kx * self.scale
@@ -53,17 +57,74 @@ class Projection:
 
 
 def projection(coords: Iterable[tuple[float, float]], width: float = MAP_W, height: float = MAP_H) -> Projection:
+    """Fit the points into at most `width` × `height`; the frame shrinks along the axis the data does
+    not fill, so the drawing has the region's own shape."""
     pts = list(coords) or [(0.0, 0.0)]
     lats = [p[0] for p in pts]
     lons = [p[1] for p in pts]
     kx = math.cos(math.radians((min(lats) + max(lats)) / 2))
-    span_x = max((max(lons) - min(lons)) * kx, 1e-6)
-    span_y = max(max(lats) - min(lats), 1e-6)
+    span_x = max((max(lons) - min(lons)) * kx, 1e-3)
+    span_y = max(max(lats) - min(lats), 1e-3)
     scale = min((width - 2 * MAP_PAD) / span_x, (height - 2 * MAP_PAD) / span_y)
+    w = max(span_x * scale + 2 * MAP_PAD, height * 0.6)
+    h = max(span_y * scale + 2 * MAP_PAD, width * 0.4)
     # Centre the drawing in the frame along the axis with room to spare.
-    ox = (width - span_x * scale) / 2
-    oy = (height - span_y * scale) / 2
-    return Projection(lon0=min(lons), lat1=max(lats), kx=kx, scale=scale, ox=ox, oy=oy)
+    ox = (w - span_x * scale) / 2
+    oy = (h - span_y * scale) / 2
+    return Projection(
+        lon0=min(lons),
+        lat1=max(lats),
+        kx=kx,
+        scale=scale,
+        ox=ox,
+        oy=oy,
+        width=round(w, 1),
+        height=round(h, 1),
+        bounds=(min(lats), max(lats), min(lons), max(lons)),
+    )
+
+
+NICE_STEPS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
+KM_PER_DEGREE_LAT = 6371.0 * math.pi / 180
+
+
+@dataclass(frozen=True)
+class GridLine:
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    label: str
+
+
+def graticule(proj: Projection, lines_wanted: int = 6) -> list[GridLine]:
+    """Parallels and meridians at a round step, labelled in degrees: orientation without map tiles."""
+    lat_min, lat_max, lon_min, lon_max = proj.bounds
+    span = max(lat_max - lat_min, (lon_max - lon_min) * proj.kx, 1e-3)
+    step = next((s for s in NICE_STEPS if span / s <= lines_wanted), NICE_STEPS[-1])
+    out: list[GridLine] = []
+    lat = math.floor(lat_min / step) * step
+    while lat <= lat_max + step:
+        _, y = proj(lat, lon_min)
+        if 0 <= y <= proj.height:
+            out.append(GridLine(0.0, y, proj.width, y, f"{abs(lat):.2f}°{'N' if lat >= 0 else 'S'}"))
+        lat += step
+    lon = math.floor(lon_min / step) * step
+    while lon <= lon_max + step:
+        x, _ = proj(lat_min, lon)
+        if 0 <= x <= proj.width:
+            out.append(GridLine(x, 0.0, x, proj.height, f"{abs(lon):.2f}°{'E' if lon >= 0 else 'W'}"))
+        lon += step
+    return out
+
+
+def scale_bar(proj: Projection, target_px: float = 120.0) -> tuple[float, str]:
+    """A round distance and its length in pixels, about `target_px` long."""
+    km_per_px = KM_PER_DEGREE_LAT / proj.scale
+    raw = target_px * km_per_px
+    nice = max((n * 10**e for e in range(-1, 5) for n in (1, 2, 5) if n * 10**e <= raw), default=raw)
+    label = f"{nice:g} km"
+    return round(nice / km_per_px, 1), label
 
 
 def flow_width(quantity: int, largest: int) -> float:
@@ -131,3 +192,15 @@ def grouped_bars(
             )
     ticks = [(round(top + plot_h * (1 - t / 4), 1), f"{t * 25}%") for t in range(5)]
     return Chart(width, height, bars, centres, ticks, round(top + plot_h, 1), left, width - right)
+
+
+def place_labels(points: Sequence[Point], *, char_px: float = 7.0, line_px: float = 15.0) -> list[tuple[float, float, str]]:
+    """Label positions right of each point, nudged down when a label would overlap one already placed
+    (greedy, top to bottom): enough for a handful of depot names."""
+    placed: list[tuple[float, float, float, str]] = []  # x, y, width, text
+    for p in sorted(points, key=lambda q: (q.y, q.x)):
+        x, y, width = p.x + 10, p.y + 4, len(p.name) * char_px
+        while any(abs(y - oy) < line_px and x < ox + ow and ox < x + width for ox, oy, ow, _ in placed):
+            y += line_px
+        placed.append((x, y, width, p.name))
+    return [(round(x, 1), round(y, 1), text) for x, y, _, text in placed]

@@ -7,6 +7,7 @@ declared per page with `allow(...)`, mirroring the API routes' `Allow(...)` (SPE
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -225,5 +226,18 @@ def fmt_dt(value: datetime | None) -> str:
     return "–" if value is None else value.strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _words(name: str) -> str:
+    return name.removesuffix("_id").replace("_", " ").replace(".", " ")
+
+
+def field_label(path: str) -> str:
+    """An API field path as a person reads it: 'lines[0].quantity' → 'Line 1: quantity'."""
+    match = re.fullmatch(r"lines\[(\d+)\]\.?(.*)", path)
+    if match:
+        rest = match.group(2)
+        return f"Line {int(match.group(1)) + 1}" + (f": {_words(rest)}" if rest else "")
+    return _words(path)
+
+
 TEMPLATES.env.filters.update(fint=fmt_int, pct=fmt_pct, num=fmt_num, dt=fmt_dt)
-TEMPLATES.env.globals.update(label=lambda s: str(s or "").replace("_", " "))
+TEMPLATES.env.globals.update(label=lambda s: str(s or "").replace("_", " "), field_label=field_label)

@@ -9,7 +9,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.context import request_id_var
-from app.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
+from app.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, database_unavailable, unavailable_problem
 from app.operations.logging import bind_fields, get_logger
 from app.operations.metrics import UNMATCHED_ROUTE, RequestMetrics
 
@@ -54,7 +54,13 @@ class ObservabilityMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
-        except Exception:
+        except Exception as exc:
+            if database_unavailable(exc) and not response_started:
+                # Raised by a middleware (e.g. the idempotency reservation) while the database is down.
+                error_log.warning("database unavailable", method=scope["method"], path=scope["path"])
+                status = 503
+                await unavailable_problem(scope["path"])(scope, receive, send)
+                return
             error_log.exception("unhandled error", method=scope["method"], path=scope["path"])
             if response_started:
                 raise  # too late for an error response; the server closes the connection

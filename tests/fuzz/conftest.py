@@ -1,0 +1,133 @@
+"""The fuzz run's world: a migrated database with the demo coalition, one API key per role, and the app
+with rate limits off, loaded by Schemathesis from the app's own OpenAPI document (in-process ASGI).
+
+Fuzzing runs with `make fuzz` (`pytest tests/fuzz`); a plain `pytest` run of the whole suite leaves these
+tests out (they take minutes, the rest of the suite seconds). See docs/fuzzing.md.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy.engine import Engine
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.config import Settings
+from app.db import make_engine, transaction
+from app.deps import declared_roles, iter_api_routes
+from app.main import create_app
+from app.migrate import upgrade
+from tests.conftest import _create_pg_database, _drop_pg_database
+
+FUZZ_DIR = Path(__file__).parent
+# Sent with every 422 that FastAPI's request validation produced (not a service rule): a schema-valid request
+# must never get one, or the schema is looser than the code (see checks in test_schemathesis.py).
+REQUEST_VALIDATION_MARKER = "X-Fuzz-Request-Validation"
+# Which demo key calls an operation: the first of these its route allows (so every operation runs as a role
+# that may use it, and org-bound roles only where no coalition role may).
+ROLE_PREFERENCE = ("logistics", "admin", "requester", "donor", "driver")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the fuzz tests out of a whole-suite run unless asked for (`pytest tests/fuzz`, or CRISIS_FUZZ=1)."""
+    asked = os.environ.get("CRISIS_FUZZ") == "1" or any(
+        Path(arg.split("::")[0]).resolve().is_relative_to(FUZZ_DIR) for arg in config.args
+    )
+    if asked:
+        return
+    fuzz = [item for item in items if Path(str(item.path)).resolve().is_relative_to(FUZZ_DIR)]
+    if fuzz:
+        config.hook.pytest_deselected(items=fuzz)
+        items[:] = [item for item in items if item not in fuzz]
+
+
+@dataclass
+class FuzzWorld:
+    app: FastAPI
+    engine: Engine
+    keys: dict[str, str]  # role -> secret
+    key_ids: set[int]
+    organization_ids: set[int]  # organisations the fuzz keys belong to
+    roles_by_operation: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+
+    def role_for(self, method: str, path: str) -> str | None:
+        allowed = self.roles_by_operation.get((method.upper(), path))
+        if allowed is None:
+            return None
+        return next(role for role in ROLE_PREFERENCE if role in allowed)
+
+
+def _mark_request_validation(app: FastAPI) -> None:
+    handler = app.exception_handlers[RequestValidationError]
+
+    async def marked(request: Request, exc: Exception) -> Response:
+        response = await handler(request, exc)
+        response.headers[REQUEST_VALIDATION_MARKER] = "1"
+        return response
+
+    app.exception_handlers[RequestValidationError] = marked
+
+
+@pytest.fixture(scope="session")
+def fuzz_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """SQLite by default; PostgreSQL with FUZZ_DATABASE_URL (a server URL: a fresh database is created)."""
+    base = os.environ.get("FUZZ_DATABASE_URL")
+    if not base:
+        yield f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'fuzz.db'}"
+        return
+    url = _create_pg_database(base)
+    try:
+        yield url
+    finally:
+        _drop_pg_database(base, url)
+
+
+@pytest.fixture(scope="session")
+def fuzz_world(fuzz_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzWorld]:
+    from app.demo import loader
+    from app.keys import service as keys
+
+    upgrade(fuzz_database_url)
+    engine = make_engine(fuzz_database_url)
+    loader.load_if_empty(engine=engine)
+    data_dir = tmp_path_factory.mktemp("fuzz-data")
+    demo_keys = loader.ensure_demo_keys(data_dir, engine=engine)
+    secrets = {role: demo_keys[role]["key"] for role in ("admin", "logistics", "requester", "donor", "driver")}
+    with transaction(engine) as session:
+        found = [keys.authenticate(session, info["key"]) for info in demo_keys.values()]
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=fuzz_database_url,
+        rate_limit_writes_per_minute=0,
+        rate_limit_reads_per_minute=0,
+        auth_failures_per_minute=0,
+        log_level="WARNING",  # the access log would print every one of the fuzz run's requests
+    )
+    app = create_app(engine=engine, settings=settings)
+    _mark_request_validation(app)
+    world = FuzzWorld(
+        app=app,
+        engine=engine,
+        keys=secrets,
+        key_ids={k.id for k in found if k is not None and k.id is not None},
+        organization_ids={k.organization_id for k in found if k is not None and k.organization_id is not None},
+    )
+    for route in iter_api_routes(app.routes):
+        roles = declared_roles(route)
+        if roles is not None:
+            for method in route.methods or ():
+                world.roles_by_operation[(method, route.path_format)] = roles
+    yield world
+    from schemathesis.python import asgi
+
+    asgi.shutdown_lifespans()  # stops the app's embedded solver worker
+    engine.dispose()

@@ -1,0 +1,443 @@
+"""Ledger properties (issue 5, item 6): a hypothesis state machine with its own model of stock drives the
+HTTP API through random sequences of receive, adjust (some invalid), plan creation, plan edits and
+removals, approval, rejection, shipment events (dispatch, in transit, deliver with shortfalls, fail,
+return, cancel — and transitions that are not allowed), pledge confirm / receive / cancel and request
+line cancellation. After every step the database must equal the model: per lot on_hand and reserved
+(and both equal the ledger's sums, never negative, reserved ≤ on_hand, one movement per version), per
+request line reserved / in transit / delivered and status, per pledge committed and status, every
+shipment's status and every plan's state. Any rejected call (4xx) must leave every table as it was.
+
+Speed: each example starts from a small world written straight into the database (the touched tables
+are emptied, not the catalogue and keys), the app runs without rate limits, and commits do not wait for
+the disk (SQLite `synchronous=OFF`, PostgreSQL `synchronous_commit=off`) — durability is not what this
+test is about. Sequences are derandomized so CI runs the same ones every time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
+
+from app.config import Settings
+from app.db import make_engine, transaction, utcnow
+from app.inventory import service as inventory
+from app.main import create_app
+from app.principal import SYSTEM
+from optimizer.io import format_time
+from tests.authz_world import db_state
+from tests.factories import Factory
+from tests.ledger_model import DYNAMIC_TABLES, TRANSITIONS, Model, Ref, header_status, line_status
+from tests.test_plans import plan_dict, store_run
+
+# Examples per backend; sequences of up to STEPS rules each. SQLite is the tier every CI run has.
+EXAMPLES = {"sqlite": 30, "postgresql": 150}
+STEPS = 12
+
+
+def fast_engine(url: Any) -> Engine:
+    """A second engine on the test database whose commits skip the fsync (see the module docstring)."""
+    engine = make_engine(url.render_as_string(hide_password=False))
+
+    @event.listens_for(engine, "connect")
+    def _no_fsync(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA synchronous=OFF" if engine.dialect.name == "sqlite" else "SET synchronous_commit TO off")
+        cur.close()
+
+    return engine
+
+
+class Ledger(RuleBasedStateMachine):
+    """Configured by the test below (class attributes): client, engine, world."""
+
+    client: TestClient
+    engine: Engine
+    world: dict[str, Any]
+    runs = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.m = Model()
+
+    # ------------------------------------------------------------ set-up per example
+
+    @initialize(
+        n95=st.integers(5, 60), gloves=st.integers(1, 30), kn95=st.integers(1, 30), lot_n95=st.integers(0, 60),
+        pledge=st.integers(1, 40),
+    )  # fmt: skip
+    def fresh_world(self, n95: int, gloves: int, kn95: int, lot_n95: int, pledge: int) -> None:
+        type(self).runs += 1
+        w, m = self.world, self.m
+        with transaction(self.engine) as s:
+            for table in DYNAMIC_TABLES:
+                s.execute(text(f'DELETE FROM "{table}"'))
+            s.execute(text("UPDATE change_counters SET value = 0"))
+            for org, site, lines in (
+                ("h1", "dock1", (("N95", n95, "critical"), ("GLOVES", gloves, "routine"))),
+                ("h2", "dock2", (("N95", n95 // 2 + 1, "high"), ("KN95", kn95, "routine"))),
+            ):
+                rid = s.execute(
+                    text("INSERT INTO requests (organization_id, site_id, status, version, created_at, updated_at) "
+                         "VALUES (:o, :s, 'open', 1, :t, :t) RETURNING id"),
+                    {"o": w["orgs"][org], "s": w["sites"][site], "t": utcnow()},
+                ).scalar_one()  # fmt: skip
+                m.requests[rid] = org
+                for sku, qty, priority in lines:
+                    lid = s.execute(
+                        text("INSERT INTO request_lines (request_id, item_id, quantity, priority, status, "
+                             "quantity_reserved, quantity_in_transit, quantity_delivered, created_at, updated_at) "
+                             "VALUES (:r, :i, :q, :p, 'open', 0, 0, 0, :t, :t) RETURNING id"),
+                        {"r": rid, "i": w["items"][sku], "q": qty, "p": priority, "t": utcnow()},
+                    ).scalar_one()  # fmt: skip
+                    m.add_line(lid, rid, sku, qty, site, org)
+            for sku, qty, status in (("N95", pledge, "confirmed"), ("GLOVES", 10, "pledged")):
+                pid = s.execute(
+                    text("INSERT INTO pledges (organization_id, item_id, site_id, quantity, committed, available_from, "
+                         "status, version, created_at, updated_at) VALUES (:o, :i, :s, :q, 0, :t, :st, 1, :t, :t) "
+                         "RETURNING id"),
+                    {"o": w["orgs"]["donor"], "i": w["items"][sku], "s": w["sites"]["donor"], "q": qty, "st": status,
+                     "t": utcnow()},
+                ).scalar_one()  # fmt: skip
+                m.add_pledge(pid, sku, qty, status)
+            if lot_n95:
+                lot, _ = inventory.receive(
+                    s, actor=SYSTEM, site_id=w["sites"]["depot1"], item_id=w["items"]["N95"], quantity=lot_n95
+                )
+                m.receive(lot.id or 0, "depot1", "N95", None, lot_n95)
+
+    # ------------------------------------------------------------ helpers
+
+    def call(self, method: str, url: str, *, valid: bool, who: str = "logistics", **kw: Any) -> Any:
+        """Call the API; a call the model expects to fail must fail (4xx) and change no table."""
+        before = None if valid else db_state(self.engine)
+        r = self.client.request(method, url, headers=self.world["keys"][who] | kw.pop("headers", {}), **kw)
+        if valid:
+            assert r.status_code in (200, 201), f"{method} {url} {kw}: {r.status_code} {r.text}"
+        else:
+            assert 400 <= r.status_code < 500, f"{method} {url} {kw} should be refused: {r.status_code} {r.text}"
+            assert db_state(self.engine) == before, f"refused {method} {url} {kw} changed the database"
+        return r
+
+    def etag(self, url: str) -> dict[str, str]:
+        return {"If-Match": self.client.get(url, headers=self.world["keys"]["logistics"]).headers["ETag"]}
+
+    # ------------------------------------------------------------ stock
+
+    @rule(
+        site=st.sampled_from(["depot1", "depot2", "depot2", "dock1"]), sku=st.sampled_from(["N95", "KN95", "GLOVES"]),
+        code=st.sampled_from([None, "A"]), qty=st.integers(-2, 40),
+    )  # fmt: skip
+    def receive(self, site: str, sku: str, code: str | None, qty: int) -> None:
+        valid = site.startswith("depot") and qty > 0
+        body = {"kind": "receive", "site_id": self.world["sites"][site], "item_id": self.world["items"][sku]}
+        body |= {"quantity": qty} | ({"lot_code": code} if code else {})
+        r = self.call("POST", "/v1/inventory/movements", json=body, valid=valid)
+        if valid:
+            self.m.receive(r.json()["lot_id"], site, sku, code, qty)
+
+    @rule(data=st.data(), delta=st.integers(-40, 30), reason=st.sampled_from(["recount", "", "damaged"]))
+    def adjust(self, data: st.DataObject, delta: int, reason: str) -> None:
+        lot_id = data.draw(st.sampled_from(sorted(self.m.lots) + [987654]), label="lot")
+        lot = self.m.lots.get(lot_id)
+        stale = lot is not None and data.draw(st.booleans(), label="stale If-Match") and lot.version > 1
+        valid = lot is not None and delta != 0 and reason != "" and lot.on_hand + delta >= lot.reserved and not stale
+        body = {"kind": "adjust", "lot_id": lot_id, "delta": delta, "reason": reason}
+        headers = {"If-Match": f'"v{lot.version - 1}"'} if stale and lot else {}
+        self.call("POST", "/v1/inventory/movements", json=body, headers=headers, valid=valid)
+        if valid and lot:
+            lot.on_hand += delta
+            lot.version += 1
+
+    # ------------------------------------------------------------ plans
+
+    @rule(data=st.data())
+    def make_plan(self, data: st.DataObject) -> None:
+        """A tiny proposed plan over what is free now, stored as the worker stores one."""
+        m = self.m
+        pairs = m.candidate_pairs()
+        if not pairs:
+            return
+        chosen = data.draw(st.lists(st.sampled_from(pairs), min_size=0, max_size=3, unique=True), label="pairs")
+        free = {ref: m.free(ref) for ref in m.sources()}
+        remaining = {lid: ln.remaining for lid, ln in m.lines.items() if not ln.cancelled and ln.remaining > 0}
+        allocations = []
+        for src, lid in chosen:
+            cap = min(free[src], remaining[lid])
+            if cap > 0:
+                qty = data.draw(st.integers(1, cap), label="quantity")
+                allocations.append((src, lid, qty))
+                free[src] -= qty
+                remaining[lid] -= qty
+        snap = self.snapshot()
+        plan = plan_dict(snap, [(src.ident, f"line-{lid}", q) for src, lid, q in allocations])
+        run_id = store_run(self.engine, snap, plan)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT pl.id, pl.source_ref, pl.request_line_id, pl.quantity FROM plan_lines pl "
+                     "JOIN plans p ON p.id = pl.plan_id WHERE p.run_id = :r"), {"r": run_id}
+            ).all()  # fmt: skip
+        assert sorted((ref, lid, q) for _, ref, lid, q in rows) == sorted((s.ident, lid, q) for s, lid, q in allocations)
+        m.add_plan(run_id, {pid: (Ref.parse(ref), lid, q) for pid, ref, lid, q in rows}, snap)
+
+    def _plan_url(self, data: st.DataObject) -> tuple[int, str]:
+        run_id = data.draw(st.sampled_from(sorted(self.m.plans)), label="run")
+        return run_id, f"/v1/allocation-runs/{run_id}/plan"
+
+    @rule(data=st.data(), qty=st.integers(0, 70))
+    def edit_plan_line(self, data: st.DataObject, qty: int) -> None:
+        if not any(p.lines for p in self.m.plans.values()):
+            return
+        run_id = data.draw(st.sampled_from(sorted(r for r, p in self.m.plans.items() if p.lines)), label="run")
+        plan = self.m.plans[run_id]
+        line_id = data.draw(st.sampled_from(sorted(plan.lines)), label="plan line")
+        valid = plan.state == "proposed" and qty > 0 and plan.fits_snapshot(line_id, qty)
+        url = f"/v1/allocation-runs/{run_id}/plan"
+        self.call("PATCH", f"{url}/lines/{line_id}", json={"quantity": qty}, headers=self.etag(url), valid=valid)
+        if valid:
+            src, lid, _ = plan.lines[line_id]
+            plan.lines[line_id] = (src, lid, qty)
+
+    @rule(data=st.data())
+    def remove_plan_line(self, data: st.DataObject) -> None:
+        if not any(p.lines for p in self.m.plans.values()):
+            return
+        run_id = data.draw(st.sampled_from(sorted(r for r, p in self.m.plans.items() if p.lines)), label="run")
+        plan = self.m.plans[run_id]
+        line_id = data.draw(st.sampled_from(sorted(plan.lines)), label="plan line")
+        url = f"/v1/allocation-runs/{run_id}/plan"
+        self.call("DELETE", f"{url}/lines/{line_id}", headers=self.etag(url), valid=plan.state == "proposed")
+        if plan.state == "proposed":
+            del plan.lines[line_id]
+
+    @rule(data=st.data())
+    def approve(self, data: st.DataObject) -> None:
+        if not self.m.plans:
+            return
+        run_id, url = self._plan_url(data)
+        plan = self.m.plans[run_id]
+        stale = data.draw(st.integers(0, 9), label="stale") == 0
+        valid = plan.state == "proposed" and self.m.plan_fits(plan) and not stale
+        headers = {"If-Match": '"v0-a0"'} if stale else self.etag(url)
+        r = self.call("POST", f"{url}/approve", headers=headers, valid=valid)
+        if not valid:
+            return
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT sl.shipment_id, sl.id, sl.plan_line_id, s.origin_site_id, s.destination_site_id "
+                     "FROM shipment_lines sl JOIN shipments s ON s.id = sl.shipment_id WHERE s.plan_id = "
+                     "(SELECT id FROM plans WHERE run_id = :r)"), {"r": run_id},
+            ).all()  # fmt: skip
+        assert sorted({sid for sid, *_ in rows}) == sorted(r.json()["shipment_ids"])
+        self.m.approve(run_id, [(sid, sl, pl, (o, d)) for sid, sl, pl, o, d in rows], self.world["site_ids"])
+
+    @rule(data=st.data())
+    def reject(self, data: st.DataObject) -> None:
+        if not self.m.plans:
+            return
+        run_id, url = self._plan_url(data)
+        valid = self.m.plans[run_id].state == "proposed"
+        self.call("POST", f"{url}/reject", valid=valid)
+        if valid:
+            self.m.plans[run_id].state = "rejected"
+
+    # ------------------------------------------------------------ shipments
+
+    @rule(data=st.data(), status=st.sampled_from(sorted(TRANSITIONS)))
+    def shipment_event(self, data: st.DataObject, status: str) -> None:
+        if not self.m.shipments:
+            return
+        sid = data.draw(st.sampled_from(sorted(self.m.shipments)), label="shipment")
+        ship = self.m.shipments[sid]
+        # Mostly a transition the shipment can take, sometimes any status (→ 409).
+        allowed = sorted(TRANSITIONS[ship.status])
+        if allowed and data.draw(st.integers(0, 4), label="lawful") > 0:
+            status = data.draw(st.sampled_from(allowed), label="status")
+        valid = status in TRANSITIONS[ship.status]
+        body: dict[str, Any] = {"status": status}
+        received: dict[int, int] = {}
+        if status == "delivered" and valid:
+            receipts = []
+            for line in ship.lines:
+                got = data.draw(st.integers(0, line.qty + 1), label="received")
+                reason = data.draw(st.sampled_from(["damaged", "lost", "refused", None]), label="reason")
+                if got == line.qty and reason is not None:
+                    reason = None  # nothing short, nothing to explain (tested elsewhere)
+                receipts.append({"line_id": line.id, "quantity_received": got, "shortfall_reason": reason})
+                valid = valid and got <= line.qty and (got == line.qty or reason is not None)
+                received[line.id] = got
+            body["lines"] = receipts
+        self.call("POST", f"/v1/shipments/{sid}/events", json=body, valid=valid)
+        if valid:
+            self.m.shipment_event(sid, status, received)
+
+    # ------------------------------------------------------------ pledges and requests
+
+    @rule(data=st.data(), depot=st.sampled_from(["depot1", "depot2", "dock1"]), qty=st.none() | st.integers(1, 45))
+    def receive_pledge(self, data: st.DataObject, depot: str, qty: int | None) -> None:
+        pid = data.draw(st.sampled_from(sorted(self.m.pledges)), label="pledge")
+        p = self.m.pledges[pid]
+        free = p.quantity - p.committed
+        amount = free if qty is None else qty
+        valid = p.status == "confirmed" and free > 0 and amount <= free and depot.startswith("depot")
+        body = {"depot_site_id": self.world["sites"][depot]} | ({"quantity": qty} if qty is not None else {})
+        r = self.call("POST", f"/v1/pledges/{pid}/receive", json=body, valid=valid)
+        if valid:
+            p.status = "received"
+            self.m.receive(r.json()["received_lot_id"], depot, p.sku, f"PLEDGE-{pid}", amount)
+
+    @rule(data=st.data(), action=st.sampled_from(["confirm", "cancel"]))
+    def pledge_action(self, data: st.DataObject, action: str) -> None:
+        pid = data.draw(st.sampled_from(sorted(self.m.pledges)), label="pledge")
+        p = self.m.pledges[pid]
+        if action == "confirm":
+            valid, new = p.status == "pledged", "confirmed"
+        else:
+            valid, new = p.status in ("pledged", "confirmed") and p.committed == 0, "cancelled"
+        self.call("POST", f"/v1/pledges/{pid}/{action}", valid=valid)
+        if valid:
+            p.status = new
+
+    @rule(data=st.data())
+    def cancel_request_line(self, data: st.DataObject) -> None:
+        lid = data.draw(st.sampled_from(sorted(self.m.lines)), label="line")
+        line = self.m.lines[lid]
+        valid = line_status(line) == "open"
+        url = f"/v1/requests/{line.request_id}/lines/{lid}/cancel"
+        self.call("POST", url, who=line.org, valid=valid)
+        if valid:
+            line.cancelled = True
+
+    # ------------------------------------------------------------ the invariants
+
+    @invariant()
+    def database_equals_model_and_ledger(self) -> None:
+        m = self.m
+        with self.engine.connect() as conn:
+            lots = {i: (oh, rs, v) for i, oh, rs, v in conn.execute(text("SELECT id, on_hand, reserved, version FROM inventory_lots"))}  # fmt: skip
+            ledger = {
+                i: (int(a), int(b), n)
+                for i, a, b, n in conn.execute(
+                    text("SELECT lot_id, SUM(delta_on_hand), SUM(delta_reserved), COUNT(*) FROM inventory_movements GROUP BY lot_id")  # fmt: skip
+                )
+            }
+            lines = {i: tuple(rest) for i, *rest in conn.execute(text(
+                "SELECT id, quantity_reserved, quantity_in_transit, quantity_delivered, status FROM request_lines"))}  # fmt: skip
+            headers = dict(conn.execute(text("SELECT id, status FROM requests")).all())
+            pledges = {i: (c, s) for i, c, s in conn.execute(text("SELECT id, committed, status FROM pledges"))}
+            shipments = dict(conn.execute(text("SELECT id, status FROM shipments")).all())
+            plans = dict(conn.execute(text("SELECT run_id, state FROM plans")).all())
+        for lot_id, (on_hand, reserved, version) in lots.items():
+            assert on_hand >= 0 and 0 <= reserved <= on_hand, (lot_id, on_hand, reserved)
+            assert ledger[lot_id] == (on_hand, reserved, version), f"lot {lot_id}: balances ≠ ledger sums"
+        assert lots == {i: (x.on_hand, x.reserved, x.version) for i, x in m.lots.items()}
+        assert lines == {i: (x.reserved, x.in_transit, x.delivered, line_status(x)) for i, x in m.lines.items()}
+        assert headers == {r: header_status([line_status(x) for x in m.lines.values() if x.request_id == r]) for r in m.requests}  # fmt: skip
+        assert pledges == {i: (p.committed, p.status) for i, p in m.pledges.items()}
+        assert shipments == {i: s.status for i, s in m.shipments.items()}
+        assert plans == {r: p.state for r, p in m.plans.items()}
+
+    # ------------------------------------------------------------ the snapshot a plan is made from
+
+    def snapshot(self) -> dict[str, Any]:
+        """Problem JSON v1 of what is free now (the model's numbers; the app's snapshotter is not under test)."""
+        w, m = self.world, self.m
+        xy = w["xy"]
+        return {
+            "version": 1,
+            "now": format_time(utcnow()),
+            "settings": {"speed_kmh": 50, "cost_per_unit_km": 0.01},
+            "items": [
+                {"sku": "N95", "substitutes": [{"sku": "KN95", "penalty": 0.3}]},
+                {"sku": "KN95", "substitutes": []},
+                {"sku": "GLOVES", "substitutes": []},
+            ],
+            "sources": [
+                {"id": ref.ident, "item": m.sku_of(ref), "quantity": m.free(ref), **xy[m.site_of(ref)]}
+                for ref in m.sources()
+            ],
+            "demands": [
+                {"id": f"line-{lid}", "requester": f"org-{w['orgs'][ln.org]}", "item": ln.sku,
+                 "quantity": ln.remaining, "priority": "high", **xy[ln.site]}
+                for lid, ln in sorted(m.lines.items()) if not ln.cancelled and ln.remaining > 0
+            ],
+        }  # fmt: skip
+
+
+# ---------------------------------------------------------------- the static world and the test
+
+
+def _world(engine: Engine, factory: Factory) -> dict[str, Any]:
+    orgs = {"operator": factory.org(kind="depot_operator"), "h1": factory.org(), "h2": factory.org(region="south")}
+    orgs["donor"] = factory.org(kind="donor")
+    xy = {"depot1": (40.70, -74.00), "depot2": (40.65, -73.95), "dock1": (40.80, -73.95), "dock2": (40.60, -74.10)}
+    xy["donor"] = (40.75, -73.90)
+    owner = {"depot1": "operator", "depot2": "operator", "dock1": "h1", "dock2": "h2", "donor": "donor"}
+    kind = {"depot1": "depot", "depot2": "depot", "dock1": "hospital_dock", "dock2": "hospital_dock"}
+    kind["donor"] = "donor_site"
+    with transaction(engine) as s:
+        sites = {}
+        for name, (lat, lon) in xy.items():
+            sites[name] = s.execute(
+                text("INSERT INTO sites (organization_id, name, kind, lat, lon, active, version, created_at, updated_at) "
+                     "VALUES (:o, :n, :k, :la, :lo, true, 1, :t, :t) RETURNING id"),
+                {"o": orgs[owner[name]].id, "n": name, "k": kind[name], "la": lat, "lo": lon, "t": utcnow()},
+            ).scalar_one()  # fmt: skip
+        items = {}
+        for sku in ("N95", "KN95", "GLOVES"):
+            items[sku] = s.execute(
+                text("INSERT INTO items (sku, name, category, unit, pack_size, active, version, created_at, updated_at) "
+                     "VALUES (:s, :s, 'ppe', 'each', 1, true, 1, :t, :t) RETURNING id"), {"s": sku, "t": utcnow()},
+            ).scalar_one()  # fmt: skip
+        s.execute(
+            text("INSERT INTO item_substitutes (item_id, substitute_item_id, penalty) VALUES (:a, :b, 0.3)"),
+            {"a": items["N95"], "b": items["KN95"]},
+        )
+    keys = {"logistics": factory.actor("logistics").headers}
+    keys |= {org: factory.actor("requester", organization_id=orgs[org].id).headers for org in ("h1", "h2")}
+    return {
+        "orgs": {k: v.id for k, v in orgs.items()},
+        "sites": sites,
+        "site_ids": {v: k for k, v in sites.items()},
+        "items": items,
+        "keys": keys,
+        "xy": {name: {"lat": lat, "lon": lon} for name, (lat, lon) in xy.items()},
+    }
+
+
+@pytest.fixture
+def fast(engine: Engine) -> Iterator[Engine]:
+    fast = fast_engine(engine.url)
+    yield fast
+    fast.dispose()
+
+
+def test_the_ledger_always_equals_the_model(engine: Engine, fast: Engine, factory: Factory) -> None:
+    app_settings = Settings(
+        rate_limit_writes_per_minute=0, rate_limit_reads_per_minute=0, embedded_worker="off", log_level="WARNING"
+    )
+    examples = EXAMPLES[engine.dialect.name]
+    with TestClient(create_app(engine=fast, settings=app_settings), raise_server_exceptions=False) as client:
+        Ledger.client, Ledger.engine, Ledger.world, Ledger.runs = client, fast, _world(engine, factory), 0
+        started = time.perf_counter()
+        run_state_machine_as_test(
+            Ledger,
+            settings=settings(
+                max_examples=examples,
+                stateful_step_count=STEPS,
+                derandomize=True,
+                database=None,
+                deadline=None,
+                suppress_health_check=list(HealthCheck),
+            ),
+        )
+    elapsed = time.perf_counter() - started
+    print(f"ledger state machine on {engine.dialect.name}: {Ledger.runs} sequences in {elapsed:.1f} s")
+    assert Ledger.runs >= examples
