@@ -4,6 +4,7 @@ the same pages in Chromium."""
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -211,7 +212,7 @@ def test_logistics_to_driver_flow(app_client: TestClient, demo: dict[str, Actor]
 
     page = app_client.get(f"/runs/{run_id}/plan")
     assert page.status_code == 200 and "Units filled by tier" in page.text and "Greedy baseline" in page.text
-    etag = ETAG.search(page.text).group(1)  # type: ignore[union-attr]
+    etag = html.unescape(ETAG.search(page.text).group(1))  # type: ignore[union-attr]
     line_id = int(re.search(r'<tr id="line-(\d+)">', page.text).group(1))  # type: ignore[union-attr]
 
     # Without the version the page was drawn with, or with a stale one, nothing changes.
@@ -225,7 +226,7 @@ def test_logistics_to_driver_flow(app_client: TestClient, demo: dict[str, Actor]
     post(app_client, f"/runs/{run_id}/plan/lines/{line_id}", {"quantity": "1", "etag": etag}, "/runs")
     plan = app_client.get(f"/v1/allocation-runs/{run_id}/plan", headers=logistics.headers).json()
     assert plan["edited"] and next(ln for ln in plan["lines"] if ln["id"] == line_id)["quantity"] == 1
-    etag = ETAG.search(app_client.get(f"/runs/{run_id}/plan").text).group(1)  # type: ignore[union-attr]
+    etag = html.unescape(ETAG.search(app_client.get(f"/runs/{run_id}/plan").text).group(1))  # type: ignore[union-attr]
     approved = post(app_client, f"/runs/{run_id}/plan/approve", {"etag": etag}, "/runs")
     assert approved.headers["location"] == "/shipments"
     plan = app_client.get(f"/v1/allocation-runs/{run_id}/plan", headers=logistics.headers).json()

@@ -382,7 +382,7 @@ def test_postgres_restart_while_clients_poll_gives_503_then_correct_answers_and_
             )
             assert {x["id"]: (x["version"], x["status"]) for x in fresh.json()["items"]} == final
             history = httpx.get(f"{api.base_url}/v1/shipments/{first}/events", headers=w.logistics.headers).json()
-            statuses = [e["status"] for e in (history["items"] if isinstance(history, dict) else history)]
+            statuses = [e["status"] for e in history["items"]]
             assert statuses[-3:] == ["dispatched", "in_transit", "delivered"] and statuses.count("in_transit") == 1
     finally:
         engine.dispose()

@@ -53,7 +53,7 @@ def _pause_for_tests(session: Session, plan_id: int) -> None:
     path = os.environ.get(PAUSE_FILE_ENV)
     if not path:
         return
-    session.commit()  # the partial changes are in the database (uncommitted), not only in the session
+    session.flush()  # the partial changes are in the database (uncommitted), not only in the session
     Path(path).write_text(str(plan_id))
     deadline = time.monotonic() + PAUSE_MAX_S
     while Path(path).exists() and time.monotonic() < deadline:

@@ -40,7 +40,9 @@ def main(
     stale_after_s: float = STALE_AFTER_S,
 ) -> int:
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from app.operations.logging import configure_logging
+
+    configure_logging(settings.log_level)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

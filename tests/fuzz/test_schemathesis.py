@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 from typing import Any
 
 import hypothesis
@@ -14,6 +16,8 @@ from tests.fuzz.conftest import REQUEST_VALIDATION_MARKER, FuzzWorld
 
 SEED = 20261122
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "100"))  # ≥ 100 in CI (docs/fuzzing.md)
+IDEMPOTENCY_KEY = re.compile(r"[!-~]([ -~]*[!-~])?")
+_KEY_COUNTER = itertools.count()
 POSITIVE_ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "412", "422", "429"]
 
 
@@ -41,10 +45,31 @@ def fuzz_schema(fuzz_world: FuzzWorld) -> Any:
         def set(self, case: Any, data: str, context: Any) -> None:
             case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
 
+    @schema.hook
+    def filter_case(context: Any, case: Any) -> bool:
+        # The run never revokes its own keys or walks its own organisations out of the coalition: every
+        # later request would be a 401 and test nothing.
+        params = case.path_parameters or {}
+        if case.operation.path == "/v1/api-keys/{key_id}/revoke":
+            return params.get("key_id") not in fuzz_world.key_ids
+        if case.operation.path == "/v1/organizations/{organization_id}/leave":
+            return params.get("organization_id") not in fuzz_world.organization_ids
+        return True
+
     return schema
 
 
 schema = schemathesis.pytest.from_fixture("fuzz_schema")
+
+
+@schemathesis.hook
+def before_call(context: Any, case: Any, kwargs: Any) -> None:
+    """Real clients send a fresh Idempotency-Key per logical request; generated keys repeat ("0", "00", …),
+    and a repeat with a different request is a 422 by design (tests/test_idempotency.py covers replays)."""
+    headers = case.headers or {}
+    key = headers.get("Idempotency-Key")
+    if isinstance(key, str) and IDEMPOTENCY_KEY.fullmatch(key):
+        headers["Idempotency-Key"] = f"{key[:200]}.{next(_KEY_COUNTER)}"
 
 
 @schemathesis.check
