@@ -21,6 +21,10 @@ from app.db import make_engine, transaction
 from app.main import create_app
 from app.migrate import upgrade
 
+# Many tests send deliberately unauthenticated requests from one address; the per-address failed-auth
+# limit is tested on its own (tests/test_limits.py) with explicit settings.
+os.environ.setdefault("CRISIS_AUTH_FAILURES_PER_MINUTE", "0")
+
 PG_URL = os.environ.get("TEST_DATABASE_URL")
 REQUIRE_POSTGRES = os.environ.get("REQUIRE_POSTGRES") == "1"
 BACKENDS = ["sqlite", "postgres"]

@@ -32,7 +32,7 @@ def app_client(engine: Engine) -> Iterator[TestClient]:
 
 
 def csrf(client: TestClient, path: str = "/login") -> str:
-    match = CSRF.search(client.get(path).text)
+    match = CSRF.search(client.get(path, follow_redirects=True).text)
     assert match, f"no CSRF token on {path}"
     return match.group(1)
 
