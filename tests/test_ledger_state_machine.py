@@ -15,7 +15,9 @@ test is about. Sequences are derandomized so CI runs the same ones every time.""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,9 +44,16 @@ from app.principal import SYSTEM
 from optimizer.io import format_time
 from tests.authz_world import db_state
 from tests.factories import Factory
+from tests.ledger_model import Model as Model  # noqa: F401
 from tests.ledger_model import DYNAMIC_TABLES, TRANSITIONS, Model, Ref, header_status, line_status
 from tests.test_plans import plan_dict, store_run
 
+# Operations that must have been both accepted and refused during a run.
+COVERED = (
+    "receive", "adjust", "event dispatched", "event in_transit", "event delivered", "event failed", "event returned",
+    "event cancelled", "POST /v1/allocation-runs/{id}/plan/approve", "PATCH /v1/allocation-runs/{id}/plan/lines/{id}",
+    "DELETE /v1/allocation-runs/{id}/plan/lines/{id}", "POST /v1/pledges/{id}/receive",
+)  # fmt: skip
 # Examples per backend; sequences of up to STEPS rules each. SQLite is the tier every CI run has.
 EXAMPLES = {"sqlite": 30, "postgresql": 150}
 STEPS = 12
@@ -89,6 +98,7 @@ class Ledger(RuleBasedStateMachine):
     engine: Engine
     world: dict[str, Any]
     runs = 0
+    outcomes: Counter[tuple[str, bool]] = Counter()  # (operation, accepted?) → calls, to prove coverage
 
     def __init__(self) -> None:
         super().__init__()
@@ -144,6 +154,8 @@ class Ledger(RuleBasedStateMachine):
 
     def call(self, method: str, url: str, *, valid: bool, who: str = "logistics", **kw: Any) -> Any:
         """Call the API; a call the model expects to fail must fail (4xx) and change no table."""
+        op = kw.pop("op", None) or re.sub(r"/\d+", "/{id}", f"{method} {url}")
+        type(self).outcomes[(op, valid)] += 1
         before = None if valid else db_state(self.engine)
         r = self.client.request(method, url, headers=self.world["keys"][who] | kw.pop("headers", {}), **kw)
         if valid:
@@ -166,35 +178,31 @@ class Ledger(RuleBasedStateMachine):
         valid = site.startswith("depot") and qty > 0
         body = {"kind": "receive", "site_id": self.world["sites"][site], "item_id": self.world["items"][sku]}
         body |= {"quantity": qty} | ({"lot_code": code} if code else {})
-        r = self.call("POST", "/v1/inventory/movements", json=body, valid=valid)
+        r = self.call("POST", "/v1/inventory/movements", json=body, valid=valid, op="receive")
         if valid:
             self.m.receive(r.json()["lot_id"], site, sku, code, qty)
 
-    @rule(data=st.data(), delta=st.integers(-40, 30), reason=st.sampled_from(["recount", "", "damaged"]))
+    @rule(data=st.data(), delta=st.integers(-40, 30), reason=st.sampled_from(["recount", "damaged", "theft", ""]))
     def adjust(self, data: st.DataObject, delta: int, reason: str) -> None:
         lot_id = data.draw(st.sampled_from(sorted(self.m.lots) + [987654]), label="lot")
         lot = self.m.lots.get(lot_id)
-        stale = lot is not None and data.draw(st.booleans(), label="stale If-Match") and lot.version > 1
+        stale = lot is not None and lot.version > 1 and data.draw(st.integers(0, 5), label="stale If-Match?") == 0
         valid = lot is not None and delta != 0 and reason != "" and lot.on_hand + delta >= lot.reserved and not stale
         body = {"kind": "adjust", "lot_id": lot_id, "delta": delta, "reason": reason}
         headers = {"If-Match": f'"v{lot.version - 1}"'} if stale and lot else {}
-        self.call("POST", "/v1/inventory/movements", json=body, headers=headers, valid=valid)
+        self.call("POST", "/v1/inventory/movements", json=body, headers=headers, valid=valid, op="adjust")
         if valid and lot:
             lot.on_hand += delta
             lot.version += 1
 
     # ------------------------------------------------------------ plans
 
-    @rule(data=st.data())
-    def make_plan(self, data: st.DataObject) -> None:
-        """A tiny proposed plan over what is free now, stored as the worker stores one."""
+    def new_plan(self, data: st.DataObject) -> int:
+        """A tiny proposed plan over what is free now, stored as the worker stores one (create_plan)."""
         m = self.m
-        pairs = m.candidate_pairs()
-        if not pairs:
-            return
-        chosen = data.draw(st.lists(st.sampled_from(pairs), min_size=0, max_size=3, unique=True), label="pairs")
+        chosen = data.draw(st.lists(st.sampled_from(m.candidate_pairs()), min_size=1, max_size=3, unique=True))
         free = {ref: m.free(ref) for ref in m.sources()}
-        remaining = {lid: ln.remaining for lid, ln in m.lines.items() if not ln.cancelled and ln.remaining > 0}
+        remaining = {lid: ln.remaining for lid, ln in m.lines.items()}
         allocations = []
         for src, lid in chosen:
             cap = min(free[src], remaining[lid])
@@ -213,44 +221,20 @@ class Ledger(RuleBasedStateMachine):
             ).all()  # fmt: skip
         assert sorted((ref, lid, q) for _, ref, lid, q in rows) == sorted((s.ident, lid, q) for s, lid, q in allocations)
         m.add_plan(run_id, {pid: (Ref.parse(ref), lid, q) for pid, ref, lid, q in rows}, snap)
+        return run_id
 
-    def _plan_url(self, data: st.DataObject) -> tuple[int, str]:
-        run_id = data.draw(st.sampled_from(sorted(self.m.plans)), label="run")
+    def pick_plan(self, data: st.DataObject, *, with_lines: bool = False) -> tuple[int, str]:
+        """Mostly a proposed plan; sometimes any (a decided plan refuses every change: 409)."""
+        plans = {r: p for r, p in self.m.plans.items() if p.lines or not with_lines}
+        proposed = sorted(r for r, p in plans.items() if p.state == "proposed")
+        pool = proposed if proposed and data.draw(st.integers(0, 4), label="proposed?") else sorted(plans)
+        run_id = data.draw(st.sampled_from(pool), label="run")
         return run_id, f"/v1/allocation-runs/{run_id}/plan"
 
-    @rule(data=st.data(), qty=st.integers(0, 70))
-    def edit_plan_line(self, data: st.DataObject, qty: int) -> None:
-        if not any(p.lines for p in self.m.plans.values()):
-            return
-        run_id = data.draw(st.sampled_from(sorted(r for r, p in self.m.plans.items() if p.lines)), label="run")
-        plan = self.m.plans[run_id]
-        line_id = data.draw(st.sampled_from(sorted(plan.lines)), label="plan line")
-        valid = plan.state == "proposed" and qty > 0 and plan.fits_snapshot(line_id, qty)
+    def approve(self, run_id: int, data: st.DataObject) -> None:
         url = f"/v1/allocation-runs/{run_id}/plan"
-        self.call("PATCH", f"{url}/lines/{line_id}", json={"quantity": qty}, headers=self.etag(url), valid=valid)
-        if valid:
-            src, lid, _ = plan.lines[line_id]
-            plan.lines[line_id] = (src, lid, qty)
-
-    @rule(data=st.data())
-    def remove_plan_line(self, data: st.DataObject) -> None:
-        if not any(p.lines for p in self.m.plans.values()):
-            return
-        run_id = data.draw(st.sampled_from(sorted(r for r, p in self.m.plans.items() if p.lines)), label="run")
         plan = self.m.plans[run_id]
-        line_id = data.draw(st.sampled_from(sorted(plan.lines)), label="plan line")
-        url = f"/v1/allocation-runs/{run_id}/plan"
-        self.call("DELETE", f"{url}/lines/{line_id}", headers=self.etag(url), valid=plan.state == "proposed")
-        if plan.state == "proposed":
-            del plan.lines[line_id]
-
-    @rule(data=st.data())
-    def approve(self, data: st.DataObject) -> None:
-        if not self.m.plans:
-            return
-        run_id, url = self._plan_url(data)
-        plan = self.m.plans[run_id]
-        stale = data.draw(st.integers(0, 9), label="stale") == 0
+        stale = data.draw(st.integers(0, 9), label="stale If-Match?") == 0
         valid = plan.state == "proposed" and self.m.plan_fits(plan) and not stale
         headers = {"If-Match": '"v0-a0"'} if stale else self.etag(url)
         r = self.call("POST", f"{url}/approve", headers=headers, valid=valid)
@@ -265,11 +249,47 @@ class Ledger(RuleBasedStateMachine):
         assert sorted({sid for sid, *_ in rows}) == sorted(r.json()["shipment_ids"])
         self.m.approve(run_id, [(sid, sl, pl, (o, d)) for sid, sl, pl, o, d in rows], self.world["site_ids"])
 
+    @precondition(lambda self: self.m.candidate_pairs())
     @rule(data=st.data())
-    def reject(self, data: st.DataObject) -> None:
-        if not self.m.plans:
-            return
-        run_id, url = self._plan_url(data)
+    def propose_plan(self, data: st.DataObject) -> None:
+        self.new_plan(data)
+
+    @precondition(lambda self: self.m.candidate_pairs())
+    @rule(data=st.data())
+    def approve_new_plan(self, data: st.DataObject) -> None:
+        self.approve(self.new_plan(data), data)
+
+    @precondition(lambda self: self.m.plans)
+    @rule(data=st.data())
+    def approve_plan(self, data: st.DataObject) -> None:
+        self.approve(self.pick_plan(data)[0], data)
+
+    @precondition(lambda self: any(p.lines for p in self.m.plans.values()))
+    @rule(data=st.data(), qty=st.integers(0, 70))
+    def edit_plan_line(self, data: st.DataObject, qty: int) -> None:
+        run_id, url = self.pick_plan(data, with_lines=True)
+        plan = self.m.plans[run_id]
+        line_id = data.draw(st.sampled_from(sorted(plan.lines)), label="plan line")
+        valid = plan.state == "proposed" and qty > 0 and plan.fits_snapshot(line_id, qty)
+        self.call("PATCH", f"{url}/lines/{line_id}", json={"quantity": qty}, headers=self.etag(url), valid=valid)
+        if valid:
+            src, lid, _ = plan.lines[line_id]
+            plan.lines[line_id] = (src, lid, qty)
+
+    @precondition(lambda self: any(p.lines for p in self.m.plans.values()))
+    @rule(data=st.data())
+    def remove_plan_line(self, data: st.DataObject) -> None:
+        run_id, url = self.pick_plan(data, with_lines=True)
+        plan = self.m.plans[run_id]
+        line_id = data.draw(st.sampled_from(sorted(plan.lines)), label="plan line")
+        self.call("DELETE", f"{url}/lines/{line_id}", headers=self.etag(url), valid=plan.state == "proposed")
+        if plan.state == "proposed":
+            del plan.lines[line_id]
+
+    @precondition(lambda self: self.m.plans)
+    @rule(data=st.data())
+    def reject_plan(self, data: st.DataObject) -> None:
+        run_id, url = self.pick_plan(data)
         valid = self.m.plans[run_id].state == "proposed"
         self.call("POST", f"{url}/reject", valid=valid)
         if valid:
@@ -277,15 +297,16 @@ class Ledger(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ shipments
 
+    @precondition(lambda self: self.m.shipments)
     @rule(data=st.data(), status=st.sampled_from(sorted(TRANSITIONS)))
     def shipment_event(self, data: st.DataObject, status: str) -> None:
-        if not self.m.shipments:
-            return
-        sid = data.draw(st.sampled_from(sorted(self.m.shipments)), label="shipment")
+        moving = sorted(i for i, s in self.m.shipments.items() if TRANSITIONS[s.status])
+        pool = moving if moving and data.draw(st.integers(0, 4), label="moving?") else sorted(self.m.shipments)
+        sid = data.draw(st.sampled_from(pool), label="shipment")
         ship = self.m.shipments[sid]
         # Mostly a transition the shipment can take, sometimes any status (→ 409).
         allowed = sorted(TRANSITIONS[ship.status])
-        if allowed and data.draw(st.integers(0, 4), label="lawful") > 0:
+        if allowed and data.draw(st.integers(0, 4), label="lawful?") > 0:
             status = data.draw(st.sampled_from(allowed), label="status")
         valid = status in TRANSITIONS[ship.status]
         body: dict[str, Any] = {"status": status}
@@ -301,7 +322,7 @@ class Ledger(RuleBasedStateMachine):
                 valid = valid and got <= line.qty and (got == line.qty or reason is not None)
                 received[line.id] = got
             body["lines"] = receipts
-        self.call("POST", f"/v1/shipments/{sid}/events", json=body, valid=valid)
+        self.call("POST", f"/v1/shipments/{sid}/events", json=body, valid=valid, op=f"event {status}")
         if valid:
             self.m.shipment_event(sid, status, received)
 
@@ -453,6 +474,7 @@ def test_the_ledger_always_equals_the_model(engine: Engine, fast: Engine, factor
     examples = EXAMPLES[engine.dialect.name]
     client = Api(create_app(engine=fast, settings=app_settings))
     Ledger.client, Ledger.engine, Ledger.world, Ledger.runs = client, fast, _world(engine, factory), 0
+    Ledger.outcomes = Counter()
     started = time.perf_counter()
     try:
         run_state_machine_as_test(
@@ -470,4 +492,10 @@ def test_the_ledger_always_equals_the_model(engine: Engine, fast: Engine, factor
         client.close()
     elapsed = time.perf_counter() - started
     print(f"ledger state machine on {engine.dialect.name}: {Ledger.runs} sequences in {elapsed:.1f} s")
+    for (op, accepted), n in sorted(Ledger.outcomes.items()):
+        print(f"  {op:60} {'accepted' if accepted else 'refused':9} {n}")
     assert Ledger.runs >= examples
+    # every operation was both carried out and (where it can be) refused: the sequences reach deep states
+    for op in COVERED:
+        assert Ledger.outcomes[(op, True)] > 0, f"{op} never succeeded"
+        assert Ledger.outcomes[(op, False)] > 0, f"{op} was never refused"
