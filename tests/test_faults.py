@@ -123,7 +123,7 @@ def wait_until(what: str, check: Callable[[], bool], timeout_s: float = 30.0) ->
 # ---------------------------------------------------------------- 1. kill -9 inside the approval
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def fault_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'faults.db'}"
@@ -312,6 +312,7 @@ def shipments_now(engine: Engine) -> dict[int, tuple[int, str]]:
         return {x.id or 0: (x.version, x.status) for x in s.exec(select(Shipment)).all()}
 
 
+@pytest.mark.postgres
 def test_postgres_restart_while_clients_poll_gives_503_then_correct_answers_and_no_lost_events(
     throwaway_pg: ThrowawayPostgres, tmp_path: Path
 ) -> None:
