@@ -14,6 +14,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 PROBLEM_BASE = "https://crisis-supply.example/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 MAX_DB_INT = 2**31 - 1  # INTEGER columns on PostgreSQL
+# The 400 details of FastAPI (fastapi.routing) and Starlette (starlette.formparsers) for an undecodable body.
+BODY_PARSE_ERRORS = frozenset({"There was an error parsing the body", "Invalid multipart data."})
 DB_RETRY_AFTER_S = 2  # Retry-After on a 503 while the database is unreachable (a restart takes seconds)
 # PostgreSQL SQLSTATEs meaning "no database right now": connection exception (class 08), admin/crash
 # shutdown and "starting up" (57P01-03), too many connections (53300). psycopg's own client-side
@@ -173,12 +175,17 @@ def install_error_handlers(app: FastAPI) -> None:
             loc = err.get("loc", ())
             msg = str(err.get("msg", "invalid"))
             if err.get("type") == "json_invalid":
-                msg = "body is not valid JSON"
+                # Its loc is ("body", <character offset>): the field is the body, not "[offset]".
+                msg, loc = f"body is not valid JSON (at character {loc[-1] if loc else 0})", ("body",)
             errors.append({"field": _loc_to_field(loc), "message": msg})
         return validation_problem(errors, request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail in BODY_PARSE_ERRORS:
+            # A body that cannot be decoded (not UTF-8, a broken multipart form) is bad input like invalid
+            # JSON: the same 422 naming the body, rather than an undocumented 400.
+            return validation_problem([{"field": "body", "message": "body could not be decoded"}], request.url.path)
         titles = {404: "Not found", 405: "Method not allowed", 401: "Authentication required"}
         slug = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized"}.get(exc.status_code, "http-error")
         resp = problem(
@@ -194,8 +201,10 @@ def install_error_handlers(app: FastAPI) -> None:
             resp.headers["Allow"] = _allowed_methods(request)
         return resp
 
+    # SQLite's driver raises OverflowError (not DataError) for an integer beyond 64 bits: the same answer.
+    @app.exception_handler(OverflowError)
     @app.exception_handler(DataError)
-    async def _data(request: Request, exc: DataError) -> JSONResponse:
+    async def _data(request: Request, exc: Exception) -> JSONResponse:
         # The database refused a value it cannot hold (e.g. an id beyond 32 bits on PostgreSQL).
         # An out-of-range id in the path names nothing that exists: 404. Anything else is bad input.
         for name, value in request.path_params.items():

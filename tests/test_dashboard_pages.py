@@ -151,7 +151,9 @@ def test_request_form_shows_field_errors_then_creates(
     sign_in(app_client, requester)
     form = app_client.get("/requests/new").text
     site_id = re.search(r'name="site_id"[^>]*>\s*<option value="(\d+)"', form).group(1)  # type: ignore[union-attr]
-    item_id = re.search(r'name="lines\[0\]\.item_id"[^>]*>\s*<option value="">[^<]*</option>\s*<option value="(\d+)"', form)
+    item_id = re.search(
+        r'name="lines\[0\]\.item_id"[^>]*>\s*<option value="">[^<]*</option>\s*<option value="(\d+)"', form
+    )
     assert item_id
     line = {"lines[0].item_id": item_id.group(1), "lines[0].priority": "critical"}
 
@@ -162,7 +164,9 @@ def test_request_form_shows_field_errors_then_creates(
 
     foreign = demo["requester-2"]
     other_site = app_client.get("/v1/sites", headers=foreign.headers).json()["items"][0]["id"]
-    wrong = post(app_client, "/requests/new", {"site_id": other_site, **line, "lines[0].quantity": "10"}, "/requests/new")
+    wrong = post(
+        app_client, "/requests/new", {"site_id": other_site, **line, "lines[0].quantity": "10"}, "/requests/new"
+    )
     assert wrong.status_code == 422 and 'id="f-site_id-error"' in wrong.text
 
     ok = post(
@@ -183,7 +187,9 @@ def test_usage_and_pledge_forms(app_client: TestClient, demo: dict[str, Actor]) 
     bad = post(app_client, "/usage", {"item_id": "", "on_hand": "5"}, "/usage")
     assert bad.status_code == 422 and 'id="f-item_id-error"' in bad.text
     item = app_client.get("/v1/items", headers=demo["requester"].headers).json()["items"][0]["id"]
-    assert post(app_client, "/usage", {"item_id": item, "on_hand": "40", "daily_usage": "8"}, "/usage").status_code == 303
+    assert (
+        post(app_client, "/usage", {"item_id": item, "on_hand": "40", "daily_usage": "8"}, "/usage").status_code == 303
+    )
     assert "5.0" in app_client.get("/usage").text  # 40 on hand ÷ 8 a day
 
     app_client.cookies.clear()
@@ -191,7 +197,10 @@ def test_usage_and_pledge_forms(app_client: TestClient, demo: dict[str, Actor]) 
     bad = post(app_client, "/pledges", {"item_id": item, "quantity": "0"}, "/pledges")
     assert bad.status_code == 422 and 'id="f-quantity-error"' in bad.text
     site = re.search(r'name="site_id"[^>]*>\s*<option value="(\d+)"', bad.text).group(1)  # type: ignore[union-attr]
-    assert post(app_client, "/pledges", {"item_id": item, "site_id": site, "quantity": "75"}, "/pledges").status_code == 303
+    assert (
+        post(app_client, "/pledges", {"item_id": item, "site_id": site, "quantity": "75"}, "/pledges").status_code
+        == 303
+    )
     pledges = app_client.get("/v1/pledges?limit=500", headers=demo["donor"].headers).json()["items"]
     assert pledges[-1]["quantity"] == 75 and pledges[-1]["status"] == "pledged"
 
@@ -251,7 +260,11 @@ def test_logistics_to_driver_flow(app_client: TestClient, demo: dict[str, Actor]
     post(app_client, f"/driver/shipments/{sid}/events", short)
     assert "units short: give a reason" in flashes(app_client, "/driver")  # a shortfall needs its reason
     assert app_client.get(f"/v1/shipments/{sid}", headers=driver.headers).json()["status"] == "dispatched"
-    post(app_client, f"/driver/shipments/{sid}/events", short | {f"shortfall[{line['id']}]": "damaged", "received_by": "Dock B"})
+    post(
+        app_client,
+        f"/driver/shipments/{sid}/events",
+        short | {f"shortfall[{line['id']}]": "damaged", "received_by": "Dock B"},
+    )
     done = app_client.get(f"/v1/shipments/{sid}", headers=driver.headers).json()
     assert done["status"] == "delivered" and done["received_by"] == "Dock B"
     assert done["lines"][0]["quantity_received"] == line["quantity"] - 1

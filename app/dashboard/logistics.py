@@ -15,7 +15,7 @@ from app.allocation.models import AllocationRun, Plan
 from app.allocation.runs_schemas import RunCreate
 from app.dashboard import svg
 from app.dashboard.forms import pydantic_errors
-from app.dashboard.web import DashboardRoute, FormDep, Viewer, allow, all_pages, by_id, error_message, redirect, render
+from app.dashboard.web import DashboardRoute, FormDep, Viewer, all_pages, allow, by_id, error_message, redirect, render
 from app.deps import SessionDep
 from app.errors import DomainError
 from app.items import service as items
@@ -192,9 +192,7 @@ def run_detail(request: Request, session: SessionDep, viewer: Reader, run_id: in
         runs_service.get_run(session, principal=viewer.principal, run_id=run_id)  # raises the 404
     assert run is not None
     item_names = by_id(all_pages(items.list_items, session=session))
-    return render(
-        request, "run.html", viewer, run=run, progress=_progress(session, run), item_names=item_names
-    )
+    return render(request, "run.html", viewer, run=run, progress=_progress(session, run), item_names=item_names)
 
 
 @router.get("/runs/{run_id}/progress.json")

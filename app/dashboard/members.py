@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from app.dashboard.forms import GENERAL, domain_errors, optional, pydantic_errors, text, utc_datetime
 from app.dashboard.plans import report_event, shipment_context
-from app.dashboard.web import DashboardRoute, FormDep, Viewer, allow, all_pages, by_id, redirect, render
+from app.dashboard.web import DashboardRoute, FormDep, Viewer, all_pages, allow, by_id, redirect, render
 from app.deps import SessionDep
 from app.errors import DomainError
 from app.items import service as items
@@ -57,13 +57,19 @@ def my_requests(request: Request, session: SessionDep, viewer: Requester) -> Res
     rows = all_pages(requests.list_requests, session=session, principal=viewer.principal)
     rows.sort(key=lambda r: -(r.id or 0))
     lines = requests.lines_by_request(session, [r.id for r in rows]) if rows else {}
-    delivered = all_pages(shipments.list_shipments, session=session, principal=viewer.principal, filters=shipments.Filters())
+    delivered = all_pages(
+        shipments.list_shipments, session=session, principal=viewer.principal, filters=shipments.Filters()
+    )
     context = shipment_context(session, viewer, list(reversed(delivered)))
     return render(request, "requests.html", viewer, requests=rows, lines=lines, **context)
 
 
 def _request_form(
-    request: Request, session: Session, viewer: Viewer, status: int = 200, values: dict[str, str] | None = None,
+    request: Request,
+    session: Session,
+    viewer: Viewer,
+    status: int = 200,
+    values: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
 ) -> Response:
     return render(
@@ -119,7 +125,11 @@ def post_request(request: Request, session: SessionDep, viewer: Requester, form:
 
 
 def _usage_page(
-    request: Request, session: Session, viewer: Viewer, status: int = 200, values: dict[str, str] | None = None,
+    request: Request,
+    session: Session,
+    viewer: Viewer,
+    status: int = 200,
+    values: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
 ) -> Response:
     rows = [usage.to_public(r) for r in all_pages(usage.list_reports, session=session, principal=viewer.principal)]
@@ -162,7 +172,11 @@ def post_usage(request: Request, session: SessionDep, viewer: Requester, form: F
 
 
 def _pledges_page(
-    request: Request, session: Session, viewer: Viewer, status: int = 200, values: dict[str, str] | None = None,
+    request: Request,
+    session: Session,
+    viewer: Viewer,
+    status: int = 200,
+    values: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
 ) -> Response:
     rows = all_pages(pledges.list_pledges, session=session, principal=viewer.principal)

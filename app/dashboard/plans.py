@@ -18,7 +18,7 @@ from starlette.responses import Response
 from app.allocation import plan_approval, plans_service
 from app.dashboard import svg
 from app.dashboard.forms import text
-from app.dashboard.web import DashboardRoute, FormDep, Viewer, allow, all_pages, by_id, error_message, redirect, render
+from app.dashboard.web import DashboardRoute, FormDep, Viewer, all_pages, allow, by_id, error_message, redirect, render
 from app.deps import SessionDep, check_if_match, etag_for
 from app.errors import Conflict, DomainError, Unprocessable
 from app.items import service as items
@@ -161,7 +161,11 @@ def edit_line(session: SessionDep, viewer: Writer, run_id: int, line_id: int, fo
 def remove_line(session: SessionDep, viewer: Writer, run_id: int, line_id: int, form: FormDep) -> Response:
     def act() -> None:
         plans_service.remove_line(
-            session, actor=viewer.principal, run_id=run_id, line_id=line_id, precondition=_precondition(text(form, "etag"))
+            session,
+            actor=viewer.principal,
+            run_id=run_id,
+            line_id=line_id,
+            precondition=_precondition(text(form, "etag")),
         )
 
     return _plan_action(viewer, session, run_id, act, f"Line {line_id} removed.")
@@ -217,7 +221,9 @@ def board(request: Request, session: SessionDep, viewer: Reader) -> Response:
     for s in context["shipments"]:
         columns[s.status].append(s)
     drivers = [
-        k for k in all_pages(keys.list_keys, session=session, principal=viewer.principal, role="driver") if not k.revoked_at
+        k
+        for k in all_pages(keys.list_keys, session=session, principal=viewer.principal, role="driver")
+        if not k.revoked_at
     ]
     return render(
         request,

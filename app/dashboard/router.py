@@ -81,9 +81,7 @@ def static(name: str) -> Response:
     path = STATIC_FILES.get(name)
     if path is None:
         return Response("not found", status_code=404, media_type="text/plain")
-    return FileResponse(
-        path, media_type=STATIC_TYPES[path.suffix], headers={"Cache-Control": "public, max-age=3600"}
-    )
+    return FileResponse(path, media_type=STATIC_TYPES[path.suffix], headers={"Cache-Control": "public, max-age=3600"})
 
 
 for module in (logistics, plans, members):

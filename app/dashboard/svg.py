@@ -194,7 +194,9 @@ def grouped_bars(
     return Chart(width, height, bars, centres, ticks, round(top + plot_h, 1), left, width - right)
 
 
-def place_labels(points: Sequence[Point], *, char_px: float = 7.0, line_px: float = 15.0) -> list[tuple[float, float, str]]:
+def place_labels(
+    points: Sequence[Point], *, char_px: float = 7.0, line_px: float = 15.0
+) -> list[tuple[float, float, str]]:
     """Label positions right of each point, nudged down when a label would overlap one already placed
     (greedy, top to bottom): enough for a handful of depot names."""
     placed: list[tuple[float, float, float, str]] = []  # x, y, width, text

@@ -27,7 +27,6 @@ from app.dashboard import session as cookie
 from app.deps import SessionDep
 from app.errors import DomainError, NotFound
 from app.keys.models import ApiKey
-from app.keys.service import hash_key
 from app.organizations.models import Organization
 from app.principal import Principal
 
@@ -38,8 +37,13 @@ MAX_ROWS = 10_000  # a page never pulls more rows than this from one list
 # (path, label) per role, in menu order; the first entry is the role's home page.
 NAV: dict[str, list[tuple[str, str]]] = {
     "logistics": [("/gaps", "Gaps"), ("/map", "Map"), ("/runs", "Runs"), ("/shipments", "Shipments")],
-    "admin": [("/admin", "Organisations & keys"), ("/gaps", "Gaps"), ("/map", "Map"), ("/runs", "Runs"),
-              ("/shipments", "Shipments")],
+    "admin": [
+        ("/admin", "Organisations & keys"),
+        ("/gaps", "Gaps"),
+        ("/map", "Map"),
+        ("/runs", "Runs"),
+        ("/shipments", "Shipments"),
+    ],
     "requester": [("/requests", "My requests"), ("/requests/new", "New request"), ("/usage", "Usage reports")],
     "donor": [("/pledges", "My pledges")],
     "driver": [("/driver", "My shipments")],

@@ -144,15 +144,19 @@ def new_page(browser: Any, server: Server) -> Iterator[Any]:
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.on(
             "console",
-            lambda msg: errors.append(msg.text)
-            if msg.type == "error" and not msg.text.startswith("Failed to load resource")
-            else None,
+            lambda msg: (
+                errors.append(msg.text)
+                if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+                else None
+            ),
         )
         page.on(
             "response",
-            lambda r: errors.append(f"{r.status} {r.url}")
-            if r.status >= 400 and r.request.resource_type != "document"
-            else None,
+            lambda r: (
+                errors.append(f"{r.status} {r.url}")
+                if r.status >= 400 and r.request.resource_type != "document"
+                else None
+            ),
         )
         page.js_errors = errors  # type: ignore[attr-defined]
         return page
