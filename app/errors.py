@@ -209,7 +209,9 @@ def install_error_handlers(app: FastAPI) -> None:
         # An out-of-range id in the path names nothing that exists: 404. Anything else is bad input.
         for name, value in request.path_params.items():
             if isinstance(value, int | str) and str(value).lstrip("-").isdigit() and abs(int(value)) > MAX_DB_INT:
-                return problem(404, "Not found", f"{name} {value} not found", slug="not-found", instance=request.url.path)
+                return problem(
+                    404, "Not found", f"{name} {value} not found", slug="not-found", instance=request.url.path
+                )
         return validation_problem([{"field": "body", "message": "a value is out of range"}], request.url.path)
 
     async def _database(request: Request, exc: Exception) -> JSONResponse:

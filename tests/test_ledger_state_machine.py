@@ -55,7 +55,7 @@ COVERED = (
     "DELETE /v1/allocation-runs/{id}/plan/lines/{id}", "POST /v1/pledges/{id}/receive",
 )  # fmt: skip
 # Examples per backend; sequences of up to STEPS rules each. SQLite is the tier every CI run has.
-EXAMPLES = {"sqlite": 30, "postgresql": 150}
+EXAMPLES = {"sqlite": 300, "postgresql": 150}
 STEPS = 10
 
 
@@ -98,6 +98,7 @@ class Ledger(RuleBasedStateMachine):
     engine: Engine
     world: dict[str, Any]
     runs = 0
+    checks = 0  # invariant checks: one after the set-up and one after every step
     outcomes: Counter[tuple[str, bool]] = Counter()  # (operation, accepted?) → calls, to prove coverage
 
     def __init__(self) -> None:
@@ -404,6 +405,7 @@ class Ledger(RuleBasedStateMachine):
 
     @invariant()
     def database_equals_model_and_ledger(self) -> None:
+        type(self).checks += 1
         m = self.m
         with self.engine.connect() as conn:
             lots = {i: (oh, rs, v) for i, oh, rs, v in conn.execute(text("SELECT id, on_hand, reserved, version FROM inventory_lots"))}  # fmt: skip
@@ -510,7 +512,8 @@ def test_the_ledger_always_equals_the_model(engine: Engine, fast: Engine, factor
     )
     examples = EXAMPLES[engine.dialect.name]
     client = Api(create_app(engine=fast, settings=app_settings))
-    Ledger.client, Ledger.engine, Ledger.world, Ledger.runs = client, fast, _world(engine, factory), 0
+    Ledger.client, Ledger.engine, Ledger.world = client, fast, _world(engine, factory)
+    Ledger.runs = Ledger.checks = 0
     Ledger.outcomes = Counter()
     started = time.perf_counter()
     try:
@@ -528,11 +531,14 @@ def test_the_ledger_always_equals_the_model(engine: Engine, fast: Engine, factor
     finally:
         client.close()
     elapsed = time.perf_counter() - started
-    print(f"ledger state machine on {engine.dialect.name}: {Ledger.runs} sequences in {elapsed:.1f} s")
+    print(
+        f"ledger state machine on {engine.dialect.name}: {Ledger.runs} sequences, "
+        f"{Ledger.checks - Ledger.runs} steps, in {elapsed:.1f} s"
+    )
     for (op, accepted), n in sorted(Ledger.outcomes.items()):
         print(f"  {op:60} {'accepted' if accepted else 'refused':9} {n}")
     assert Ledger.runs >= examples
-    # every operation was both carried out and (where it can be) refused: the sequences reach deep states
-    for op in COVERED:
+    # every operation was both carried out and refused: the sequences reach deep states
+    for op in COVERED if examples >= 100 else ():
         assert Ledger.outcomes[(op, True)] > 0, f"{op} never succeeded"
         assert Ledger.outcomes[(op, False)] > 0, f"{op} was never refused"

@@ -66,8 +66,9 @@ def projection(coords: Iterable[tuple[float, float]], width: float = MAP_W, heig
     span_x = max((max(lons) - min(lons)) * kx, 1e-3)
     span_y = max(max(lats) - min(lats), 1e-3)
     scale = min((width - 2 * MAP_PAD) / span_x, (height - 2 * MAP_PAD) / span_y)
-    w = max(span_x * scale + 2 * MAP_PAD, height * 0.6)
+    # Never narrower than 0.9 × tall (nor flatter than 0.4): room for labels and a sensible frame.
     h = max(span_y * scale + 2 * MAP_PAD, width * 0.4)
+    w = max(span_x * scale + 2 * MAP_PAD, h * 0.9)
     # Centre the drawing in the frame along the axis with room to spare.
     ox = (w - span_x * scale) / 2
     oy = (h - span_y * scale) / 2
