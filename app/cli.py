@@ -134,7 +134,7 @@ def serve(
         typer.echo("demo API keys (Authorization: Bearer <key>):")
         for role, info in keys.items():
             typer.echo(f"  {role:<12} {info['key']}   ({info['name']})")
-        typer.echo(f"API docs: http://{host}:{port}/docs")
+        typer.echo(f"Dashboard: http://{host}:{port}/   API docs: http://{host}:{port}/docs")
     from app.operations.logging import configure_logging
     from app.operations.metrics import prepare_multiprocess_dir
 

@@ -145,14 +145,18 @@ def validation_problem(errors: list[dict[str, Any]], instance: str | None = None
     return problem(422, "Invalid input", detail, slug="validation-error", instance=instance, errors=items)
 
 
-def _allowed_methods(request: Request) -> str:
-    """Every method the path supports (RFC 9110 §15.5.6). Starlette's 405 names only the first route whose
-    path matched, and FastAPI has one route per method, so `GET /x` + `POST /x` answered `Allow: GET`."""
+def allowed_methods(request: Request, *, documented_only: bool = False) -> str:
+    """Every method the request's path supports, for `Allow` (RFC 9110 §15.5.6). Starlette's own 405 names only
+    the first route whose path matched, and FastAPI has one route per method, so `GET /x` + `POST /x` answered
+    `Allow: GET`. Routes hidden from the OpenAPI document (catch-alls such as FHIR's) count only where no
+    documented route serves the path (never with `documented_only`: "" when none does)."""
     from app.deps import iter_api_routes  # app.deps imports this module
 
     path = request.scope["path"]
-    methods = {m for r in iter_api_routes(request.app.routes) if r.path_regex.match(path) for m in r.methods or ()}
-    return ", ".join(sorted(methods))
+    matched = [r for r in iter_api_routes(request.app.routes) if r.path_regex.match(path)]
+    documented = [r for r in matched if r.include_in_schema]
+    routes = documented if documented or documented_only else matched
+    return ", ".join(sorted({m for r in routes for m in r.methods or ()}))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -198,7 +202,7 @@ def install_error_handlers(app: FastAPI) -> None:
         for k, v in (exc.headers or {}).items():
             resp.headers[k] = v
         if exc.status_code == 405:
-            resp.headers["Allow"] = _allowed_methods(request)
+            resp.headers["Allow"] = allowed_methods(request)
         return resp
 
     # SQLite's driver raises OverflowError (not DataError) for an integer beyond 64 bits: the same answer.
@@ -212,6 +216,9 @@ def install_error_handlers(app: FastAPI) -> None:
                 return problem(
                     404, "Not found", f"{name} {value} not found", slug="not-found", instance=request.url.path
                 )
+        for name, raw in request.query_params.multi_items():
+            if raw.strip().lstrip("-").isdigit() and abs(int(raw)) > MAX_DB_INT:
+                return validation_problem([{"field": name, "message": "out of range"}], request.url.path)
         return validation_problem([{"field": "body", "message": "a value is out of range"}], request.url.path)
 
     async def _database(request: Request, exc: Exception) -> JSONResponse:

@@ -8,10 +8,9 @@ rejection honour If-Match (412 when stale).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Response
-from fastapi.responses import PlainTextResponse
 
 from app.allocation import plan_approval, plan_exports
 from app.allocation import plans_service as service
@@ -26,6 +25,7 @@ Reader = Annotated[Principal, Allow("admin", "logistics")]
 Writer = Annotated[Principal, Allow("logistics")]
 IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match")]
 CSV = "text/csv; charset=utf-8"
+CSV_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"description": "CSV (RFC 4180)", "content": {"text/csv": {}}}}
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
@@ -116,7 +116,7 @@ def reject(
     return _out(session, plan, response)
 
 
-@router.get("/{run_id}/plan/pick-list.csv", response_class=PlainTextResponse)
+@router.get("/{run_id}/plan/pick-list.csv", response_class=Response, responses=CSV_RESPONSE)
 def pick_list(session: SessionDep, principal: Reader, run_id: int, site_id: int | None = None) -> Response:
     """Per depot: lot, item, quantity, destination. `site_id` limits it to one depot (or donor site)."""
     body = plan_exports.pick_list(session, run_id=run_id, site_id=site_id)
@@ -124,7 +124,7 @@ def pick_list(session: SessionDep, principal: Reader, run_id: int, site_id: int 
     return Response(body, media_type=CSV, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
-@router.get("/{run_id}/plan/manifest.csv", response_class=PlainTextResponse)
+@router.get("/{run_id}/plan/manifest.csv", response_class=Response, responses=CSV_RESPONSE)
 def manifest(session: SessionDep, principal: Reader, run_id: int, site_id: int | None = None) -> Response:
     """Per destination: item, quantity, origin. `site_id` limits it to one destination."""
     body = plan_exports.manifest(session, run_id=run_id, site_id=site_id)

@@ -15,7 +15,18 @@ from app.allocation.models import AllocationRun, Plan
 from app.allocation.runs_schemas import RunCreate
 from app.dashboard import svg
 from app.dashboard.forms import pydantic_errors
-from app.dashboard.web import DashboardRoute, FormDep, Viewer, all_pages, allow, by_id, error_message, redirect, render
+from app.dashboard.web import (
+    DashboardRoute,
+    FormDep,
+    Viewer,
+    all_pages,
+    allow,
+    by_id,
+    error_message,
+    fmt_dt,
+    redirect,
+    render,
+)
 from app.deps import SessionDep
 from app.errors import DomainError
 from app.items import service as items
@@ -182,6 +193,9 @@ def _progress(session: Session, run: AllocationRun) -> dict[str, Any]:
         "error": public.error,
         "finished": public.status in runs_service.TERMINAL_STATUSES,
         "plan_url": f"/runs/{public.id}/plan" if public.plan_id is not None else None,
+        "started": fmt_dt(public.started_at),
+        "finished_at": fmt_dt(public.finished_at),
+        "attempts": str(public.attempts),
     }
 
 

@@ -11,7 +11,7 @@ from sqlmodel import Session
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
-from app.dashboard.forms import GENERAL, domain_errors, optional, pydantic_errors, text, utc_datetime
+from app.dashboard.forms import domain_errors, optional, pydantic_errors, text, utc_datetime
 from app.dashboard.plans import report_event, shipment_context
 from app.dashboard.web import DashboardRoute, FormDep, Viewer, all_pages, allow, by_id, redirect, render
 from app.deps import SessionDep
@@ -266,5 +266,4 @@ def admin(request: Request, session: SessionDep, viewer: Admin) -> Response:
         orgs=orgs,
         org_names={o.id: o.name for o in orgs},
         keys=all_pages(keys.list_keys, session=session, principal=viewer.principal),
-        general=GENERAL,
     )

@@ -16,7 +16,6 @@ from app.dashboard.web import (
     CookieDep,
     DashboardRoute,
     FormDep,
-    Viewer,
     home_for,
     key_for_hash,
     redirect,
@@ -86,5 +85,3 @@ def static(name: str) -> Response:
 
 for module in (logistics, plans, members):
     router.include_router(module.router)
-
-__all__ = ["Viewer", "router"]

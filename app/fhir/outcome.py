@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from app.deps import SecuredRoute
-from app.errors import DomainError
+from app.errors import DomainError, allowed_methods
 
 FHIR_MEDIA_TYPE = "application/fhir+json"
 log = logging.getLogger("app.fhir")
@@ -110,9 +110,12 @@ async def _validation(_request: Request, exc: Exception) -> FhirResponse:
     return outcome_response(400, issues)
 
 
-async def _http(_request: Request, exc: Exception) -> FhirResponse:
+async def _http(request: Request, exc: Exception) -> FhirResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return outcome_response(exc.status_code, [Issue(str(exc.detail))], dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # Starlette's Allow names only the one route it matched
+        headers["Allow"] = allowed_methods(request)
+    return outcome_response(exc.status_code, [Issue(str(exc.detail))], headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> FhirResponse:

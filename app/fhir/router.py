@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from app.db import utcnow
 from app.deps import Allow, SessionDep, public
+from app.errors import allowed_methods
 from app.fhir import mapping, service
 from app.fhir.outcome import FHIR_MEDIA_TYPE, FhirError, FhirRoute, Issue, outcome_response
 from app.principal import Principal
@@ -28,8 +29,6 @@ Cursor = Annotated[str | None, Query(alias="_cursor", max_length=200, descriptio
 MAX_ID = service.MAX_ID
 _DIGITS = re.compile(r"[0-9]{1,10}")
 FHIR_JSON = {"content": {FHIR_MEDIA_TYPE: {}}}
-# Paths naming a type or instance we serve, where only some methods are offered (→ 405).
-_INTERACTION = re.compile(r"^(SupplyRequest|SupplyDelivery)(/[^/]+)?/?$")
 
 
 async def fhir_json_body(request: Request) -> Any:
@@ -191,8 +190,10 @@ def capability_statement() -> Response:
 @router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
 @public
 def unsupported(path: str, request: Request) -> Response:
-    """Anything else under /fhir/R4 answers an OperationOutcome too: 405 for an interaction we do
-    not offer on a supported type, 404 for the rest."""
-    if request.method != "GET" and _INTERACTION.match(path):
-        return outcome_response(405, [Issue(f"{request.method} {PREFIX}/{path} is not supported")])
+    """Anything else under /fhir/R4 answers an OperationOutcome too: 405 (with `Allow`) for a method
+    we do not offer on a path we serve, 404 for the rest."""
+    allow = allowed_methods(request, documented_only=True)
+    if allow:
+        issue = Issue(f"{request.method} {PREFIX}/{path} is not supported")
+        return outcome_response(405, [issue], headers={"Allow": allow})
     return outcome_response(404, [Issue(f"{PREFIX}/{path} is not supported by this server")])

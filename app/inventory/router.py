@@ -96,7 +96,7 @@ def get_movement(session: SessionDep, principal: Reader, movement_id: int) -> Mo
 
 def _parse_movement(body: dict[str, Any]) -> ReceiveCreate | AdjustCreate:
     kind = body.get("kind")
-    if kind not in POSTABLE:
+    if not isinstance(kind, str) or kind not in POSTABLE:  # any JSON value may arrive here, even unhashable ones
         raise Unprocessable(
             f"kind must be one of {', '.join(POSTABLE)}; reserve, release, ship and return happen only "
             "through plan approval and shipments",

@@ -56,10 +56,14 @@ def to_csv(columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> str:
 
 def _xlsx_cell(sheet: Any, value: Any) -> Any:
     from openpyxl.cell import WriteOnlyCell
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
     value = _plain(value)
     if isinstance(value, datetime):
         value = value.astimezone(UTC).replace(tzinfo=None)
+    if isinstance(value, str):
+        # XML 1.0 cannot hold most control characters; a name that contains one must not break the export.
+        value = ILLEGAL_CHARACTERS_RE.sub("", value)
     cell = WriteOnlyCell(sheet, value=value)
     if isinstance(value, str):
         cell.data_type = "s"  # openpyxl would otherwise store "=…" as a live formula

@@ -25,6 +25,9 @@
       text(field("message"), p.message || "");
       text(field("error"), p.error || "");
       if (bar) { bar.value = p.percent; bar.textContent = Math.round(p.percent) + "%"; }
+      ["started", "finished_at", "attempts"].forEach(function (name) {
+        text(document.querySelector('[data-run-field="' + name + '"]'), p[name]);
+      });
       if (p.finished) {
         box.setAttribute("data-finished", "true");
         var hide = box.querySelector("[data-hide-when-finished]");
