@@ -8,8 +8,8 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from app.deps import declared_roles, iter_api_routes
 from app.db import make_engine
+from app.deps import declared_roles, iter_api_routes
 from app.main import create_app
 from tests.authz_table import ALL, EXPECTED
 from tests.factories import Factory

@@ -8,6 +8,8 @@ data seed), so nothing in the real folder is touched until the new 0001 exists.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -28,6 +30,9 @@ def main() -> None:
         command.revision(cfg, message="initial schema", autogenerate=True, rev_id="0001")
         produced = next((scratch / "versions").glob("0001_*.py"))
         shutil.copy(produced, target)
+    # House style for generated code too (ruff is a dev dependency; regeneration is a dev task).
+    subprocess.run([sys.executable, "-m", "ruff", "check", "--fix", "--unsafe-fixes", "-q", str(target)], check=False)
+    subprocess.run([sys.executable, "-m", "ruff", "format", "-q", str(target)], check=False)
     print(f"wrote {target}")
 
 
