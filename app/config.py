@@ -16,9 +16,6 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL", "CRISIS_DATABASE_URL"))
     max_body_bytes: int = 1024 * 1024
     max_import_body_bytes: int = 20 * 1024 * 1024
-    max_page_size: int = 500
-    default_page_size: int = 50
-    max_request_lines: int = 1000
     planning_horizon_days: float = 14.0
     days_of_supply_threshold: float = 7.0
     embedded_worker: str = Field(default="auto", description="auto (SQLite: child worker process) | on | off")

@@ -33,6 +33,9 @@ from app.idempotency.openapi import IDEMPOTENCY_PARAMETER
 API_PREFIX = "/v1/"
 FHIR_PREFIX = "/fhir/"
 WRITE_METHODS = frozenset({"post", "put", "patch", "delete"})
+# Sub-resources that exist only later (a run's plan, once the solver has finished): no link from the create, which
+# would promise them at once; the read of the parent links to them instead.
+LATER_SUBRESOURCES = frozenset({"plan"})
 HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
 SUCCESS = ("200", "201", "202")
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -345,6 +348,8 @@ def _link_parameters(
     parameters: dict[str, str] = {}
     segments = target_path.split("/")
     if new_id_at is not None and not (len(segments) > new_id_at and segments[new_id_at].startswith("{")):
+        return None
+    if new_id_at is not None and LATER_SUBRESOURCES.intersection(segments[new_id_at:]):
         return None
     for index, segment in enumerate(segments):
         if not segment.startswith("{"):

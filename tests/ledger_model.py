@@ -16,6 +16,9 @@ DYNAMIC_TABLES = (
     "allocation_runs",
 )  # fmt: skip
 
+# What the operations could write, compared whole before and after a refused call.
+WRITTEN_TABLES = tuple(t for t in DYNAMIC_TABLES if t != "audit_events") + ("change_counters", "organizations", "sites")
+
 # SPEC §2 shipment transitions (anything else is 409).
 TRANSITIONS: dict[str, frozenset[str]] = {
     "planned": frozenset({"dispatched", "cancelled"}),
@@ -87,6 +90,13 @@ class Plan:
     lines: dict[int, tuple[Ref, int, int]]  # plan line id → (source, request line, quantity)
     source_qty: dict[str, int]  # what the run's snapshot said each source had
     demand_qty: dict[int, int]  # and each request line still wanted
+
+    def most_for(self, line_id: int) -> int:
+        """The largest quantity this line may have under the snapshot's totals."""
+        src, lid, qty = self.lines[line_id]
+        by_source = sum(q for s, _, q in self.lines.values() if s == src) - qty
+        by_line = sum(q for _, ln, q in self.lines.values() if ln == lid) - qty
+        return min(self.source_qty[src.ident] - by_source, self.demand_qty[lid] - by_line)
 
     def fits_snapshot(self, line_id: int, qty: int) -> bool:
         """An edit is re-validated against the snapshot: no source gives, no line gets, more than it had."""

@@ -131,7 +131,10 @@ def create_plan(
             }
         )
     if values:
-        session.execute(insert(PlanLine), values)
+        # render_nulls: the ORM otherwise leaves out None columns (lot_id or pledge_id), so rows of lots
+        # and pledges have different column sets and every switch between them starts a new batch —
+        # thousands of round trips for a state-size plan instead of a few.
+        session.execute(insert(PlanLine).execution_options(render_nulls=True), values)
     after = audit.snapshot(row, exclude=PLAN_AUDIT_EXCLUDE) | {"line_count": len(values)}
     audit.record(session, actor=actor, action="plan.create", obj=row, before=None, after=after)
     return row

@@ -29,6 +29,23 @@ Cursor = Annotated[str | None, Query(alias="_cursor", max_length=200, descriptio
 MAX_ID = service.MAX_ID
 _DIGITS = re.compile(r"[0-9]{1,10}")
 FHIR_JSON = {"content": {FHIR_MEDIA_TYPE: {}}}
+# The FHIR R4 SupplyRequest resource (hl7.org/fhir/R4/supplyrequest.html, and docs/fhir.md for the elements we
+# read); its full structure is the FHIR specification's, checked by the FHIR models: a resource that breaks it is 400.
+SUPPLY_REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "A FHIR R4 SupplyRequest resource",
+    "properties": {"resourceType": {"const": "SupplyRequest"}},
+    "required": ["resourceType"],
+}
+# Search parameters, as the OpenAPI document states them (a value outside these patterns is a 400 OperationOutcome).
+ORGANIZATION_REF = r"^(Organization/)?[0-9]{1,10}$"
+_CODES_DOC = "Comma-separated status codes (OR), each optionally `system|code`"
+
+
+def _token_list(codes: tuple[str, ...]) -> str:
+    """A token search parameter: comma-separated codes, each optionally prefixed `system|` (see `_tokens`)."""
+    token = rf"(?:[^,]*\|)?\s*(?:{'|'.join(re.escape(c) for c in codes)})\s*"
+    return rf"^{token}(?:,{token})*$"
 
 
 async def fhir_json_body(request: Request) -> Any:
@@ -105,7 +122,7 @@ def _bundle(request: Request, resources: list[Any], page: service.SearchPage[Any
     "/SupplyRequest",
     status_code=201,
     responses={201: FHIR_JSON},
-    openapi_extra={"requestBody": {"required": True, "content": {FHIR_MEDIA_TYPE: {"schema": {"type": "object"}}}}},
+    openapi_extra={"requestBody": {"required": True, "content": {FHIR_MEDIA_TYPE: {"schema": SUPPLY_REQUEST_SCHEMA}}}},
 )
 def create_supply_request(session: SessionDep, principal: RequestCreator, body: FhirBody) -> Response:
     """Create a request with one line from a SupplyRequest (status active). The new resource's id is
@@ -123,8 +140,11 @@ def search_supply_requests(
     principal: RequestReader,
     count: Count = 50,
     cursor: Cursor = None,
-    status: Annotated[str | None, Query(max_length=200, description="active, completed, cancelled, …")] = None,
-    requester: Annotated[str | None, Query(max_length=64, description="Organization/<id>")] = None,
+    status: Annotated[
+        str | None,
+        Query(max_length=200, pattern=_token_list(mapping.SUPPLY_REQUEST_STATUSES), description=_CODES_DOC),
+    ] = None,
+    requester: Annotated[str | None, Query(pattern=ORGANIZATION_REF, description="Organization/<id>")] = None,
 ) -> Response:
     wanted = _tokens(status, mapping.SUPPLY_REQUEST_STATUSES, "status")
     page = service.search_supply_requests(
@@ -154,8 +174,11 @@ def search_supply_deliveries(
     principal: DeliveryReader,
     count: Count = 50,
     cursor: Cursor = None,
-    status: Annotated[str | None, Query(max_length=200, description="in-progress, completed, abandoned")] = None,
-    receiver: Annotated[str | None, Query(max_length=64, description="Organization/<id> receiving")] = None,
+    status: Annotated[
+        str | None,
+        Query(max_length=200, pattern=_token_list(mapping.SUPPLY_DELIVERY_STATUSES), description=_CODES_DOC),
+    ] = None,
+    receiver: Annotated[str | None, Query(pattern=ORGANIZATION_REF, description="Organization/<id> receiving")] = None,
 ) -> Response:
     wanted = _tokens(status, mapping.SUPPLY_DELIVERY_STATUSES, "status")
     page = service.search_supply_deliveries(

@@ -4,12 +4,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import AwareDatetime, BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from app.deps import Allow, IfMatch, ListDep, SecuredRoute, SessionDep, check_if_match, etag_for
 from app.errors import Unprocessable
 from app.inventory import service
 from app.inventory.models import AdjustCreate, LotPublic, MovementKind, MovementPublic, ReceiveCreate
+from app.models_common import Timestamp
 from app.pagination import PageOut
 from app.principal import Principal
 
@@ -50,7 +51,7 @@ def list_lots(
     item_id: int | None = None,
     region: Annotated[str | None, Query(max_length=100, description="Region of the site's organisation")] = None,
     include_empty: Annotated[bool, Query(description="Also list lots with nothing on hand")] = False,
-    expiring_before: Annotated[AwareDatetime | None, Query(description="Only lots expiring before this")] = None,
+    expiring_before: Annotated[Timestamp | None, Query(description="Only lots expiring before this")] = None,
 ) -> PageOut[LotPublic]:
     result = service.list_lots(
         session,

@@ -7,9 +7,9 @@ from collections.abc import Callable, Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
-from pydantic import AwareDatetime
 
 from app.deps import Allow, IfMatch, IfMatchRequired, ListDep, SecuredRoute, SessionDep, check_if_match, etag_for
+from app.models_common import Timestamp
 from app.pagination import PageOut
 from app.principal import Principal
 from app.requests import service
@@ -74,7 +74,7 @@ def list_requests(
     status: Annotated[LineStatus | None, Query(description="The header's (summarized) status")] = None,
     priority: Annotated[Priority | None, Query(description="Requests with a line of this priority")] = None,
     region: Annotated[str | None, Query(max_length=100, description="The requesting organisation's region")] = None,
-    created_after: AwareDatetime | None = None,
+    created_after: Timestamp | None = None,
 ) -> PageOut[RequestPublic]:
     result = service.list_requests(
         session,

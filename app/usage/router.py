@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from pydantic import AwareDatetime
 
 from app.deps import Allow, ListDep, SecuredRoute, SessionDep
+from app.models_common import Timestamp
 from app.pagination import PageOut
 from app.principal import Principal
 from app.usage import service
@@ -28,7 +28,7 @@ def list_usage_reports(
     organization_id: int | None = None,
     item_id: int | None = None,
     region: Annotated[str | None, Query(max_length=100, description="The reporting organisation's region")] = None,
-    reported_after: AwareDatetime | None = None,
+    reported_after: Timestamp | None = None,
 ) -> PageOut[UsageReportPublic]:
     result = service.list_reports(
         session,

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import schemathesis
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.engine import Engine
@@ -29,8 +29,8 @@ from app.migrate import upgrade
 from tests.conftest import _create_pg_database, _drop_pg_database
 
 FUZZ_DIR = Path(__file__).parent
-# Sent with every 422 that FastAPI's request validation produced (not a service rule): a schema-valid request
-# must never get one, or the schema is looser than the code (see checks in test_schemathesis.py).
+# Sent with every answer of FastAPI's request validation (not of a service rule): a schema-valid request must
+# never get one, or the schema is looser than the code (the check in test_schemathesis.py).
 REQUEST_VALIDATION_MARKER = "X-Fuzz-Request-Validation"
 # Which demo key calls an operation: the first of these its route allows (so every operation runs as a role
 # that may use it, and org-bound roles only where no coalition role may).
@@ -66,15 +66,27 @@ class FuzzWorld:
         return next(role for role in ROLE_PREFERENCE if role in allowed)
 
 
-def _mark_request_validation(app: FastAPI) -> None:
-    handler = app.exception_handlers[RequestValidationError]
-
+def _marked(handler: Any) -> Any:
     async def marked(request: Request, exc: Exception) -> Response:
         response = await handler(request, exc)
         response.headers[REQUEST_VALIDATION_MARKER] = "1"
         return response
 
-    app.exception_handlers[RequestValidationError] = marked
+    return marked
+
+
+@contextmanager
+def request_validation_marked(app: FastAPI) -> Iterator[None]:
+    """Mark the answers of FastAPI's request validation, the app's (422) and FHIR's (400, app.fhir.outcome)."""
+    from app.fhir import outcome
+
+    app.exception_handlers[RequestValidationError] = _marked(app.exception_handlers[RequestValidationError])
+    original = outcome.HANDLERS[RequestValidationError]
+    outcome.HANDLERS[RequestValidationError] = _marked(original)
+    try:
+        yield
+    finally:
+        outcome.HANDLERS[RequestValidationError] = original
 
 
 @pytest.fixture(scope="session")
@@ -113,7 +125,6 @@ def fuzz_world(fuzz_database_url: str, tmp_path_factory: pytest.TempPathFactory)
         log_level="WARNING",  # the access log would print every one of the fuzz run's requests
     )
     app = create_app(engine=engine, settings=settings)
-    _mark_request_validation(app)
     world = FuzzWorld(
         app=app,
         engine=engine,
@@ -126,7 +137,8 @@ def fuzz_world(fuzz_database_url: str, tmp_path_factory: pytest.TempPathFactory)
         if roles is not None:
             for method in route.methods or ():
                 world.roles_by_operation[(method, route.path_format)] = roles
-    yield world
+    with request_validation_marked(app):
+        yield world
     from schemathesis.python import asgi
 
     asgi.shutdown_lifespans()  # stops the app's embedded solver worker

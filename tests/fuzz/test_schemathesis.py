@@ -1,4 +1,12 @@
-"""Schemathesis against the app's own OpenAPI document (docs/fuzzing.md)."""
+"""Schemathesis against the app's own OpenAPI document, in-process (docs/fuzzing.md).
+
+- `test_every_operation`: every operation in the document, with its examples, the coverage phase (boundary
+  and missing/invalid values for every parameter, undeclared methods) and `MAX_EXAMPLES` generated cases,
+  positive and negative, all checks on every answer.
+- `test_stateful_sequences`: random sequences that follow the document's links (create → read → act on the
+  created object with its id and ETag), all checks on every step.
+- `test_the_document_states_every_answer`: the shape app/openapi.py promises.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +23,19 @@ from hypothesis import HealthCheck
 from tests.fuzz.conftest import REQUEST_VALIDATION_MARKER, FuzzWorld
 
 SEED = 20261122
-MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "100"))  # ≥ 100 in CI (docs/fuzzing.md)
+MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "100"))  # CI runs the default: ≥ 100 per operation
+STATEFUL_SEQUENCES = int(os.environ.get("FUZZ_STATEFUL_SEQUENCES", "100"))
+STATEFUL_STEPS = 10
+MAX_STATEFUL_SUITES = 50
 IDEMPOTENCY_KEY = re.compile(r"[!-~]([ -~]*[!-~])?")
-_KEY_COUNTER = itertools.count()
+_fresh = itertools.count()
+
+# A schema-valid request may still be refused by a rule the document cannot state (docs/fuzzing.md): a
+# referenced id that does not exist or is not the caller's (422), a state that forbids the action (409), an
+# ETag that is not the current one (412). A 422 from request validation itself is never accepted: see
+# `schema_valid_requests_pass_request_validation`. FHIR answers such problems with a 400 OperationOutcome.
 POSITIVE_ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "412", "422", "429"]
+FHIR_POSITIVE_ACCEPTED = [*POSITIVE_ACCEPTED, "400"]
 
 
 def _config() -> schemathesis.Config:
@@ -27,6 +44,13 @@ def _config() -> schemathesis.Config:
             "seed": SEED,
             "generation": {"max-examples": MAX_EXAMPLES, "database": "none"},
             "checks": {"positive_data_acceptance": {"expected-statuses": POSITIVE_ACCEPTED}},
+            "operations": [
+                {
+                    "include-path-regex": "^/fhir/",
+                    "checks": {"positive_data_acceptance": {"expected-statuses": FHIR_POSITIVE_ACCEPTED}},
+                }
+            ],
+            # A run's progress stream (SSE) ends only when the run does: read its first events, then hang up.
             "max-stream-events": 2,
         }
     )
@@ -38,6 +62,8 @@ def fuzz_schema(fuzz_world: FuzzWorld) -> Any:
 
     @schema.auth.auth(refresh_interval=None)
     class RoleAuth:
+        """Each operation is called with the key of a role its route allows (conftest.ROLE_PREFERENCE)."""
+
         def get(self, case: Any, context: Any) -> str | None:
             role = fuzz_world.role_for(case.operation.method, case.operation.path)
             return None if role is None else fuzz_world.keys[role]
@@ -47,8 +73,8 @@ def fuzz_schema(fuzz_world: FuzzWorld) -> Any:
 
     @schema.hook
     def filter_case(context: Any, case: Any) -> bool:
-        # The run never revokes its own keys or walks its own organisations out of the coalition: every
-        # later request would be a 401 and test nothing.
+        # The run never revokes its own keys or walks their organisations out of the coalition: every later
+        # request would be a 401 or a 422 and test nothing.
         params = case.path_parameters or {}
         if case.operation.path == "/v1/api-keys/{key_id}/revoke":
             return params.get("key_id") not in fuzz_world.key_ids
@@ -64,27 +90,60 @@ schema = schemathesis.pytest.from_fixture("fuzz_schema")
 
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: Any) -> None:
-    """Real clients send a fresh Idempotency-Key per logical request; generated keys repeat ("0", "00", …),
-    and a repeat with a different request is a 422 by design (tests/test_idempotency.py covers replays)."""
+    """Real clients send a fresh Idempotency-Key per logical request; generated keys repeat ("0", "00", …), and a
+    repeat with a different request is a 422 by design (replays are tests/test_idempotency.py's subject)."""
     headers = case.headers or {}
     key = headers.get("Idempotency-Key")
     if isinstance(key, str) and IDEMPOTENCY_KEY.fullmatch(key):
-        headers["Idempotency-Key"] = f"{key[:200]}.{next(_KEY_COUNTER)}"
+        headers["Idempotency-Key"] = f"{key[:200]}.{next(_fresh)}"
 
 
 @schemathesis.check
-def positive_data_passes_request_validation(ctx: Any, response: Any, case: Any) -> bool | None:
-    """A schema-valid request rejected by FastAPI's own request validation means the schema is looser than
-    the code. (A 422 from a service rule — an unknown id, a quantity beyond stock — is the contract.)"""
+def schema_valid_requests_pass_request_validation(ctx: Any, response: Any, case: Any) -> bool | None:
+    """A schema-valid request that FastAPI's own request validation refuses means the document is looser than
+    the code (a missing bound, pattern or enum): tighten the code's declaration, which the document is made from."""
     meta = case.meta
     if meta is None or not meta.generation.mode.is_positive:
         return None
-    if response.status_code == 422 and REQUEST_VALIDATION_MARKER.lower() in {k.lower() for k in response.headers}:
-        raise AssertionError(f"schema-valid request failed request validation: {response.text[:500]}")
+    if REQUEST_VALIDATION_MARKER.lower() in {name.lower() for name in response.headers}:
+        raise AssertionError(f"schema-valid request refused by request validation: {response.text[:500]}")
     return None
 
 
 @schema.parametrize()
-@hypothesis.settings(deadline=None, suppress_health_check=list(HealthCheck))
+@hypothesis.settings(deadline=None, suppress_health_check=list(HealthCheck), database=None)
 def test_every_operation(case: Any) -> None:
     case.call_and_validate()
+
+
+def test_stateful_sequences(fuzz_schema: Any) -> None:
+    """`STATEFUL_SEQUENCES` sequences of up to `STATEFUL_STEPS` calls along the document's links.
+
+    A sequence's steps depend on the answers, and so on a database that earlier sequences changed: Hypothesis then
+    reports the generation as flaky and stops. Like Schemathesis's own runner, start another suite (the next seed)
+    until enough sequences have run; a failed check is never swallowed (it is not `Flaky`)."""
+    completed = 0
+
+    class Counted(fuzz_schema.as_state_machine()):  # type: ignore[misc]
+        def teardown(self) -> None:
+            nonlocal completed
+            completed += 1
+            super().teardown()
+
+    for suite in range(MAX_STATEFUL_SUITES):
+        Counted._hypothesis_internal_use_seed = SEED + suite  # what @hypothesis.seed sets; run() passes it on
+        settings = hypothesis.settings(
+            max_examples=STATEFUL_SEQUENCES - completed,
+            stateful_step_count=STATEFUL_STEPS,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+            phases=[hypothesis.Phase.generate],  # no shrinking: a replay would meet a different database
+        )
+        try:
+            Counted.run(settings=settings)
+        except hypothesis.errors.Flaky:
+            if completed < STATEFUL_SEQUENCES:
+                continue
+        break
+    assert completed >= STATEFUL_SEQUENCES, f"only {completed} sequences ran in {MAX_STATEFUL_SUITES} suites"
