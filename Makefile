@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PORT ?= 8000
 
-.PHONY: run test bench lint fmt migration clean
+.PHONY: run test fuzz bench bench-optimizer bench-api lint fmt migration clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -17,8 +17,21 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-bench: $(STAMP)
+# Schemathesis against the app's own OpenAPI document (docs/fuzzing.md). Minutes, not seconds: kept out of
+# `make test` (tests/fuzz/conftest.py); .ci/run calls both. FUZZ_MAX_EXAMPLES / FUZZ_STATEFUL_SEQUENCES
+# shorten a local run.
+fuzz: $(STAMP)
+	$(PY) -m pytest -q -p no:logging tests/fuzz $(PYTEST_ARGS)
+
+bench: bench-optimizer bench-api
+
+bench-optimizer: $(STAMP)
 	$(PY) benchmarks/allocation.py
+
+# Service targets (docs/benchmarks-api.md): needs PostgreSQL at BENCH_DATABASE_URL (default
+# postgresql://postgres@127.0.0.1:5432/postgres; a scratch database is created and dropped) and wrk.
+bench-api: $(STAMP)
+	$(PY) benchmarks/api.py $(BENCH_API_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check app optimizer tests benchmarks migrations

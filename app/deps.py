@@ -16,6 +16,7 @@ from sqlmodel import Session
 from app.db import transaction
 from app.errors import Forbidden, PreconditionFailed, PreconditionRequired, Unauthorized
 from app.principal import Principal
+from app.strict_json import require_strict_json_body
 
 ROLE_MARKER = "__allowed_roles__"
 
@@ -73,23 +74,30 @@ def Allow(*roles: str) -> Any:  # noqa: N802  (reads as a declaration on the rou
     return Depends(check)
 
 
-def declared_roles(route: APIRoute) -> frozenset[str] | None:
-    """The roles a route allows, found in its dependency tree; None when it declares none."""
+def role_gate(route: APIRoute) -> Callable[..., Any] | None:
+    """The route's Allow(...) check, found in its dependency tree; None when it declares none."""
     stack = list(route.dependant.dependencies)
     while stack:
         dep = stack.pop()
-        roles = getattr(dep.call, ROLE_MARKER, None)
-        if roles is not None:
-            return roles
+        if dep.call is not None and getattr(dep.call, ROLE_MARKER, None) is not None:
+            return dep.call
         stack.extend(dep.dependencies)
     return None
+
+
+def declared_roles(route: APIRoute) -> frozenset[str] | None:
+    """The roles a route allows; None when it declares none."""
+    gate = role_gate(route)
+    return None if gate is None else getattr(gate, ROLE_MARKER)
 
 
 class SecuredRoute(APIRoute):
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         super().__init__(path, endpoint, **kwargs)
-        if declared_roles(self) is None and not getattr(endpoint, "__public__", False):
+        gate = role_gate(self)
+        if gate is None and not getattr(endpoint, "__public__", False):
             raise RuntimeError(f"route {path} declares no Allow(...) roles; authorization is deny by default")
+        require_strict_json_body(self, gate)  # JSON bodies hold the documented JSON types (app/strict_json.py)
 
 
 def public(fn: Callable[..., Any]) -> Callable[..., Any]:

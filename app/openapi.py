@@ -234,12 +234,14 @@ def _set_error(responses: dict[str, Any], code: str, *, outcome: bool) -> None:
         content = existing["content"]
         if PROBLEM_MEDIA_TYPE in content and not content[PROBLEM_MEDIA_TYPE].get("schema"):
             content[PROBLEM_MEDIA_TYPE]["schema"] = PROBLEM_REF
+        for name, header in RESPONSE_HEADERS.get(code, {}).items():
+            existing.setdefault("headers", {}).setdefault(name, copy.deepcopy(header))
         return
     media_type, ref = (FHIR_MEDIA_TYPE, OUTCOME_REF) if outcome else (PROBLEM_MEDIA_TYPE, PROBLEM_REF)
-    response: dict[str, Any] = {"description": existing.get("description") or DESCRIPTIONS[code]}
-    if existing.get("description") in (None, "Validation Error"):
-        response["description"] = DESCRIPTIONS[code]
-    response["content"] = {media_type: {"schema": ref}}
+    description = existing.get("description")
+    if description in (None, "", "Validation Error"):  # FastAPI's generic text says nothing about this service
+        description = DESCRIPTIONS[code]
+    response: dict[str, Any] = {"description": description, "content": {media_type: {"schema": ref}}}
     if code in RESPONSE_HEADERS:
         response["headers"] = copy.deepcopy(RESPONSE_HEADERS[code])
     responses[code] = response

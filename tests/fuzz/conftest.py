@@ -1,4 +1,4 @@
-"""The fuzz run's world: a migrated database with the demo coalition, one API key per role, and the app
+"""The fuzz run's world, per backend: a migrated database with the demo coalition, one API key per role, and the app
 with rate limits off, loaded by Schemathesis from the app's own OpenAPI document (in-process ASGI).
 
 Fuzzing runs with `make fuzz` (`pytest tests/fuzz`); a plain `pytest` run of the whole suite leaves these
@@ -26,7 +26,7 @@ from app.db import make_engine, transaction
 from app.deps import declared_roles, iter_api_routes
 from app.main import create_app
 from app.migrate import upgrade
-from tests.conftest import _create_pg_database, _drop_pg_database
+from tests.conftest import BACKENDS, _create_pg_database, _drop_pg_database
 
 FUZZ_DIR = Path(__file__).parent
 # Sent with every answer of FastAPI's request validation (not of a service rule): a schema-valid request must
@@ -89,13 +89,14 @@ def request_validation_marked(app: FastAPI) -> Iterator[None]:
         outcome.HANDLERS[RequestValidationError] = original
 
 
-@pytest.fixture(scope="session")
-def fuzz_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """SQLite by default; PostgreSQL with FUZZ_DATABASE_URL (a server URL: a fresh database is created)."""
-    base = os.environ.get("FUZZ_DATABASE_URL")
-    if not base:
-        yield f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'fuzz.db'}"
+@pytest.fixture(scope="session", params=BACKENDS)
+def fuzz_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database of the fuzz run's own, per backend: SQLite, and PostgreSQL when TEST_DATABASE_URL is set (as for
+    every test: skipped without it, a failure when REQUIRE_POSTGRES=1)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('fuzz-db') / 'fuzz.db'}"
         return
+    base = request.getfixturevalue("pg_base_url")
     url = _create_pg_database(base)
     try:
         yield url
@@ -104,12 +105,13 @@ def fuzz_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
 
 @pytest.fixture(scope="session")
-def fuzz_world(fuzz_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzWorld]:
+def fuzz_world(fuzz_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzWorld]:
     from app.demo import loader
     from app.keys import service as keys
 
-    upgrade(fuzz_database_url)
-    engine = make_engine(fuzz_database_url)
+    db_url = fuzz_db_url
+    upgrade(db_url)
+    engine = make_engine(db_url)
     loader.load_if_empty(engine=engine)
     data_dir = tmp_path_factory.mktemp("fuzz-data")
     demo_keys = loader.ensure_demo_keys(data_dir, engine=engine)
@@ -118,7 +120,7 @@ def fuzz_world(fuzz_database_url: str, tmp_path_factory: pytest.TempPathFactory)
         found = [keys.authenticate(session, info["key"]) for info in demo_keys.values()]
     settings = Settings(
         data_dir=data_dir,
-        database_url=fuzz_database_url,
+        database_url=db_url,
         rate_limit_writes_per_minute=0,
         rate_limit_reads_per_minute=0,
         auth_failures_per_minute=0,

@@ -147,3 +147,46 @@ def test_stateful_sequences(fuzz_schema: Any) -> None:
                 continue
         break
     assert completed >= STATEFUL_SEQUENCES, f"only {completed} sequences ran in {MAX_STATEFUL_SUITES} suites"
+
+
+def test_the_document_states_every_answer() -> None:
+    """What app/openapi.py promises for every operation, read from the document itself."""
+    from sqlalchemy import create_engine
+
+    from app.main import create_app
+
+    document = create_app(engine=create_engine("sqlite://")).openapi()
+    assert document["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key (SPEC §2): `Authorization: Bearer <key>`",
+    }
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    checked = 0
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if not path.startswith(("/v1/", "/fhir/R4/")) or path == "/fhir/R4/metadata":
+                continue
+            checked += 1
+            codes = set(operation["responses"])
+            params = {p["name"]: p for p in operation.get("parameters", [])}
+            label = f"{method.upper()} {path}"
+            assert operation["security"] == [{"bearerAuth": []}], label
+            assert {"401", "403", "422", "429"} <= codes, label
+            assert not any(code.startswith("5") for code in codes), label
+            assert ("404" in codes) == ("{" in path), label
+            assert ("409" in codes) == (method != "get"), label
+            assert ("413" in codes) == ("requestBody" in operation), label
+            if "If-Match" in params:
+                assert "412" in codes and ("428" in codes) == params["If-Match"]["required"], label
+            if method == "post" and path.startswith("/v1/") and path != "/v1/api-keys":
+                assert "Idempotency-Key" in params, label
+            for code in codes - {"200", "201", "202", "304"}:
+                content = operation["responses"][code]["content"]
+                assert set(content) <= {"application/problem+json", "application/fhir+json"}, (label, code)
+            assert operation["responses"]["429"]["headers"]["Retry-After"]["required"] is True, label
+    assert checked >= 80
+    creates = document["paths"]["/v1/requests"]["post"]["responses"]["201"]
+    update = creates["links"]["update_request_v1_requests__request_id__patch"]["parameters"]
+    assert update == {"path.request_id": "$response.body#/id", "header.If-Match": "$response.header.ETag"}
+    assert "304" in document["paths"]["/v1/requests/{request_id}"]["get"]["responses"]
