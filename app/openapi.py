@@ -127,14 +127,13 @@ LOCATION_HEADER = {"description": "URL of the created object", "schema": {"type"
 
 def install_openapi(app: FastAPI) -> None:
     """Replace `app.openapi` with a version that completes the generated document once."""
-    build = app.openapi
-    completed: list[int] = []
+    build = app.openapi  # FastAPI's (or a wrapper of it): builds the document once and caches it on the app
+    completed: list[dict[str, Any]] = []
 
     def openapi() -> dict[str, Any]:
         schema = build()
-        if id(schema) not in completed:
-            complete(schema, list(iter_api_routes(app.routes)))
-            completed.append(id(schema))
+        if not any(done is schema for done in completed):
+            completed[:] = [complete(schema, list(iter_api_routes(app.routes)))]
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -174,7 +173,8 @@ def _operations(schema: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, An
 
 
 def _is_secured(route: APIRoute | None) -> bool:
-    return route is not None and declared_roles(route) is not None and not getattr(route.endpoint, "__public__", False)
+    """Needs an API key: declares its roles and is not marked public (health checks, FHIR metadata)."""
+    return route is not None and not getattr(route.endpoint, "__public__", False) and declared_roles(route) is not None
 
 
 def _document(

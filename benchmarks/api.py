@@ -30,9 +30,7 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,77 +47,28 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
+from api_support import (  # noqa: E402
+    TERMINAL,
+    Load,
+    Proc,
+    Sample,
+    admin,
+    database_url,
+    free_port,
+    mix_during_run,
+    mix_idle,
+    pct,
+    py_closed_loop,
+    wrk,
+)
 from generate import generate  # noqa: E402
 from load_scenario import load  # noqa: E402
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 BIN = Path(sys.executable).parent
-TERMINAL = ("succeeded", "failed", "cancelled")
-
-
-# ------------------------------------------------------------------------------ processes, database
-
-
-class Proc:
-    """A child process with its output in a log file; stopped by its PID (SIGTERM, then SIGKILL)."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], logs: Path) -> None:
-        self.name, self.log = name, logs / f"{name}.log"
-        with open(self.log, "wb") as out:
-            self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-    def wait_http(self, url: str, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"{self.name} exited {self.popen.returncode}:\n{self.tail()}")
-            try:
-                if httpx.get(url, timeout=2.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.name} not ready after {timeout_s:.0f} s:\n{self.tail()}")
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=15)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def admin(server_url: str, sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(server_url, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]  (a fixed statement with our own database name)
-
-
-def database_url(server_url: str, name: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
 # ------------------------------------------------------------------------------ measurements
-
-
-def pct(values: list[float], q: float) -> float:
-    """The q-quantile (nearest rank) of the values, in their unit."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))] if ordered else float("nan")
 
 
 @dataclass
@@ -194,123 +143,6 @@ def small_shipment(client: httpx.Client, regions: list[str], item_ids: list[int]
             ).raise_for_status()
             return int(approved.json()["shipment_ids"][0])
     raise RuntimeError("no scoped run produced a plan line to ship")
-
-
-# ------------------------------------------------------------------------------ load generators
-
-
-@dataclass
-class Load:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-
-
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
-
-
-def wrk(url: str, headers: dict[str, str], seconds: float, connections: int) -> Load:
-    args = ["wrk", "-t2", f"-c{connections}", f"-d{seconds:.0f}s", "--latency", "--timeout", "10s"]
-    for name, value in headers.items():
-        args += ["-H", f"{name}: {value}"]
-    out = subprocess.run([*args, url], capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
-
-    def latency(label: str) -> float:
-        m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        return float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
-
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errors = (int(bad.group(1)) if bad else 0) + (sum(int(g) for g in sock.groups()) if sock else 0)
-    return Load(float(rps.group(1)) if rps else 0.0, latency("50"), latency("99"), errors)
-
-
-def py_closed_loop(url: str, headers: dict[str, str], seconds: float, connections: int) -> Load:
-    """Fallback when wrk is not installed: `connections` clients sending back to back."""
-
-    async def main() -> Load:
-        latencies: list[float] = []
-        errors = 0
-        limits = httpx.Limits(max_connections=connections)
-        async with httpx.AsyncClient(headers=headers, limits=limits, timeout=10.0) as client:
-            end = time.perf_counter() + seconds
-
-            async def one() -> None:
-                nonlocal errors
-                while time.perf_counter() < end:
-                    t = time.perf_counter()
-                    r = await client.get(url)
-                    latencies.append((time.perf_counter() - t) * 1000)
-                    errors += r.status_code >= 400
-
-            started = time.perf_counter()
-            await asyncio.gather(*(one() for _ in range(connections)))
-            elapsed = time.perf_counter() - started
-        return Load(len(latencies) / elapsed, pct(latencies, 0.5), pct(latencies, 0.99), errors)
-
-    return asyncio.run(main())
-
-
-Sample = tuple[float, float, int]  # (send time, latency ms, status)
-
-
-async def open_loop(
-    base: str, headers: dict[str, str], paths: list[str], rate: float, stop: asyncio.Event
-) -> list[Sample]:
-    """GETs round-robin over `paths`, one every 1/rate s whatever the answers do (no coordinated
-    omission: latency counts from the scheduled time), until `stop` is set."""
-    samples: list[Sample] = []
-    tasks: set[asyncio.Task[None]] = set()
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30.0) as client:
-
-        async def one(path: str, due: float) -> None:
-            try:
-                status = (await client.get(path)).status_code
-            except httpx.HTTPError:
-                status = 0
-            samples.append((due, (time.perf_counter() - due) * 1000, status))
-
-        start, n = time.perf_counter(), 0
-        while not stop.is_set():
-            due = start + n / rate
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            task = asyncio.create_task(one(paths[n % len(paths)], due))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            n += 1
-        await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
-    return samples
-
-
-async def mix_idle(base: str, headers: dict[str, str], paths: list[str], rate: float, seconds: float) -> list[Sample]:
-    stop = asyncio.Event()
-    asyncio.get_running_loop().call_later(seconds, stop.set)
-    return await open_loop(base, headers, paths, rate, stop)
-
-
-async def mix_during_run(
-    base: str, headers: dict[str, str], paths: list[str], rate: float, timeout_s: float
-) -> tuple[list[Sample], tuple[float, float, float]]:
-    """The mix while one full-scope run is triggered and solved; (POST sent, POST answered, finished)."""
-    stop = asyncio.Event()
-    load_task = asyncio.create_task(open_loop(base, headers, paths, rate, stop))
-    try:
-        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=timeout_s) as client:
-            await asyncio.sleep(1.0)  # the mix is running before the trigger
-            sent = time.perf_counter()
-            answer = (await client.post("/v1/allocation-runs", json={})).raise_for_status()
-            answered = time.perf_counter()
-            run_id, deadline = answer.json()["id"], time.monotonic() + timeout_s
-            while (await client.get(f"/v1/allocation-runs/{run_id}")).json()["status"] not in TERMINAL:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"run {run_id} did not finish within {timeout_s:.0f} s")
-                await asyncio.sleep(0.1)
-            finished = time.perf_counter()
-    finally:
-        stop.set()
-    return await load_task, (sent, answered, finished)
 
 
 # ------------------------------------------------------------------------------ the benchmark
@@ -398,6 +230,40 @@ def polling(args: argparse.Namespace, api: str, bare: str, auth: dict[str, str],
             "  errors (non-2xx/3xx, socket) bare / shipment / healthz",
             f"{med['bare'].errors:.0f} / {med['shipment'].errors:.0f} / {med['healthz'].errors:.0f}",
         ),
+        *stall_check(args, gen, url, {**auth, "If-None-Match": etag}, med["shipment"].rps),
+    ]
+
+
+def stall_check(
+    args: argparse.Namespace,
+    gen: Callable[[str, dict[str, str], float, int], Load],
+    url: str,
+    headers: dict[str, str],
+    rps_at_default: float,
+) -> list[Row]:
+    """Many pollers at once (beyond the issue's targets): with more concurrent requests than worker
+    threads plus pooled connections, a process stalls until the pool's 30 s checkout timeout
+    (docs/benchmarks-api.md)."""
+    if not args.stall_connections:
+        return []
+    load = gen(url, headers, args.seconds, args.stall_connections)
+    print(f"  {args.stall_connections} connections: {load}", flush=True)
+    deadline = time.monotonic() + 120  # let any backlog drain before the next measurement
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, headers=headers, timeout=1.0).status_code == 304:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(1.0)
+    ok = load.errors == 0 and load.rps >= 0.5 * rps_at_default
+    return [
+        Row(
+            f"  (robustness) same at {args.stall_connections} connections: req/s, wrk errors",
+            f"{load.rps:,.0f}, {load.errors:.0f}",
+            "≥ 50% of it",
+            verdict(ok),
+        )
     ]
 
 
@@ -492,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="length of each polling measurement")
     ap.add_argument("--rounds", type=int, default=3, help="alternating polling rounds (bare, shipment, healthz)")
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--stall-connections", type=int, default=100, help="robustness check (0: skip)")
     ap.add_argument("--mix-rate", type=float, default=30.0, help="requests/s of the GET mix")
     ap.add_argument("--mix-idle-seconds", type=float, default=20.0)
     ap.add_argument("--worker-nice", type=int, default=0, help="start the worker under `nice -n N` (0: as is)")

@@ -205,7 +205,8 @@ def ownership(engine: Engine) -> dict[str, dict[Any, Any]]:
             (r, ln): org
             for ln, r, org in _rows(
                 engine,
-                "SELECT l.id, l.request_id, r.organization_id FROM request_lines l JOIN requests r ON r.id = l.request_id",
+                "SELECT l.id, l.request_id, r.organization_id FROM request_lines l "
+                "JOIN requests r ON r.id = l.request_id",
             )
         },
         "pledge": dict(_rows(engine, "SELECT id, organization_id FROM pledges")),
@@ -220,7 +221,8 @@ def ownership(engine: Engine) -> dict[str, dict[Any, Any]]:
             sid: (dest, driver, frozenset(pledge_orgs.get(sid, set())), (origin, destination))
             for sid, dest, driver, origin, destination in _rows(
                 engine,
-                "SELECT id, destination_organization_id, driver_key_id, origin_site_id, destination_site_id FROM shipments",
+                "SELECT id, destination_organization_id, driver_key_id, origin_site_id, destination_site_id "
+                "FROM shipments",
             )
         },
         # FHIR SupplyDelivery ids are shipment line ids: (shipment, the donor whose pledge the line carries)

@@ -230,7 +230,9 @@ class Model:
 
     # ------------------------------------------------------------ approval and shipment events
 
-    def approve(self, run_id: int, rows: list[tuple[int, int, int, tuple[int, int]]], site_names: dict[int, str]) -> None:
+    def approve(
+        self, run_id: int, rows: list[tuple[int, int, int, tuple[int, int]]], site_names: dict[int, str]
+    ) -> None:
         """`rows`: the shipments the app created — (shipment, shipment line, plan line, (origin, destination))."""
         plan = self.plans[run_id]
         assert sorted(pl for _, _, pl, _ in rows) == sorted(plan.lines), "every plan line ships exactly once"
@@ -261,7 +263,11 @@ class Model:
             pledge = self.pledges[sl.source.id] if sl.source.kind == "pledge" else None
             if status == "dispatched":  # reserved stock leaves the depot; the line's units are moving
                 if lot:
-                    lot.on_hand, lot.reserved, lot.version = lot.on_hand - sl.qty, lot.reserved - sl.qty, lot.version + 1
+                    lot.on_hand, lot.reserved, lot.version = (
+                        lot.on_hand - sl.qty,
+                        lot.reserved - sl.qty,
+                        lot.version + 1,
+                    )
                 line.reserved, line.in_transit = line.reserved - sl.qty, line.in_transit + sl.qty
             elif status == "cancelled":  # reservations and commitments given back
                 if lot:

@@ -52,6 +52,8 @@ OWNED = frozenset(
     | {"fhir_request", "delivery_line"}
 )
 
+MISSING = 987654
+
 Body = dict[str, Any] | Callable[[Coalition, Any], dict[str, Any]]
 
 
@@ -142,7 +144,7 @@ def _keys(owners: dict[str, dict[Any, Any]], kind: str) -> list[Any]:
     return sorted(owners[kind])
 
 
-def _foreign(actor: Actor, kind: str, owners: dict[str, dict[Any, Any]], path: str) -> list[Any]:
+def _foreign(actor: Actor, kind: str, owners: dict[str, dict[Any, Any]]) -> list[Any]:
     base = "request_line" if kind == "fhir_request" else kind
     out = [k for k in _keys(owners, kind) if not visible(actor, base, k, owners)]
     if kind == "request_line" and actor.role == "requester":
@@ -150,6 +152,10 @@ def _foreign(actor: Actor, kind: str, owners: dict[str, dict[Any, Any]], path: s
         own = [r for r, org in owners["request"].items() if org == actor.organization_id]
         out += [(r, line) for r in own for (_, line) in out if (r, line) not in owners["request_line"]]
     return out
+
+
+def _shape(problem: dict[str, Any]) -> tuple[Any, ...]:
+    return problem["type"], problem["title"], problem["status"], sorted(problem)
 
 
 def _body(method: str, path: str, w: Coalition, key: Any) -> dict[str, Any] | None:
@@ -176,7 +182,7 @@ def test_foreign_ids_are_404_and_change_nothing(world: Coalition, engine: Engine
             actor = w.actors[name]
             allowed = actor.role in roles
             # A role without the right: 403 whatever the id (its own objects included).
-            keys = _foreign(actor, kind, owners, path) if allowed else _keys(owners, kind)[:1]
+            keys = _foreign(actor, kind, owners) if allowed else _keys(owners, kind)[:1]
             for key in keys:
                 url = _url(path, kind, key)
                 headers = dict(actor.headers)
@@ -191,6 +197,13 @@ def test_foreign_ids_are_404_and_change_nothing(world: Coalition, engine: Engine
                     )
                 elif path.startswith("/v1"):
                     assert r.headers["content-type"].startswith("application/problem+json"), r.text
+                if allowed and r.status_code == 404 and path.startswith("/v1"):
+                    # exactly what a missing id gets: not even the shape of the answer hints the object exists
+                    missing = c.request(
+                        method, re.sub(r"/\d+", f"/{MISSING}", url), json=_body(method, path, w, key), headers=headers
+                    )
+                    assert missing.status_code == 404, missing.text
+                    assert _shape(r.json()) == _shape(missing.json()), (r.text, missing.text)
                 if allowed:
                     checked_404[f"{method} {path}"] = checked_404.get(f"{method} {path}", 0) + 1
                     if method == "GET":  # control: the id is real (admin reads it)

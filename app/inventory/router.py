@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response
@@ -14,6 +13,7 @@ from app.inventory.models import AdjustCreate, LotPublic, MovementKind, Movement
 from app.models_common import Timestamp
 from app.pagination import PageOut
 from app.principal import Principal
+from app.strict_json import check_strict_json
 
 router = APIRouter(prefix="/v1/inventory", tags=["inventory"], route_class=SecuredRoute)
 
@@ -105,8 +105,8 @@ def _parse_movement(body: dict[str, Any]) -> ReceiveCreate | AdjustCreate:
             field="kind",
         )
     try:
-        # Strict JSON, as the route's own body check would be (app.deps.SecuredRoute): "5" is not a number.
-        return POSTABLE[kind].model_validate_json(json.dumps(body), strict=True)  # type: ignore[return-value]
+        check_strict_json(POSTABLE[kind], body)  # as for any JSON body (app/strict_json.py): "5" is not a number
+        return POSTABLE[kind].model_validate(body)  # type: ignore[return-value]
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from exc
 

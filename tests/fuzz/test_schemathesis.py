@@ -110,6 +110,15 @@ def schema_valid_requests_pass_request_validation(ctx: Any, response: Any, case:
     return None
 
 
+@schemathesis.check
+def reads_with_an_etag_document_304(ctx: Any, response: Any, case: Any) -> bool | None:
+    """A GET answered with an ETag can be answered 304 (app.middleware.ConditionalGetMiddleware): the document must
+    say so, and app/openapi.py decides that from the response schema, not from the answers."""
+    if case.method.upper() == "GET" and response.status_code == 200 and "etag" in {h.lower() for h in response.headers}:
+        assert "304" in case.operation.definition.raw["responses"], f"{case.operation.label} sends an ETag, no 304"
+    return None
+
+
 @schema.parametrize()
 @hypothesis.settings(deadline=None, suppress_health_check=list(HealthCheck), database=None)
 def test_every_operation(case: Any) -> None:
