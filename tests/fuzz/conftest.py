@@ -57,6 +57,7 @@ class FuzzWorld:
     keys: dict[str, str]  # role -> secret
     key_ids: set[int]
     organization_ids: set[int]  # organisations the fuzz keys belong to
+    known_ids: dict[str, dict[str, list[int]]]  # role -> id name (`site_id`, …) -> ids that exist (known_ids())
     roles_by_operation: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
 
     def role_for(self, method: str, path: str) -> str | None:
@@ -64,6 +65,56 @@ class FuzzWorld:
         if allowed is None:
             return None
         return next(role for role in ROLE_PREFERENCE if role in allowed)
+
+
+def known_ids(engine: Engine, organizations: dict[str, int | None]) -> dict[str, dict[str, list[int]]]:
+    """Ids of the demo coalition's rows by the names parameters and body fields give them, per role: an
+    organisation-bound role gets its own organisation's sites and organisation, the others every one. Random
+    integers almost never name a row, so without these nearly every case would stop at a 404 or a 422."""
+    from sqlmodel import select
+
+    from app.allocation.models import AllocationRun, PlanLine
+    from app.inventory.models import InventoryLot, InventoryMovement
+    from app.items.models import Item
+    from app.keys.models import ApiKey
+    from app.organizations.models import Organization
+    from app.pledges.models import Pledge
+    from app.requests.models import RequestLine, SupplyRequest
+    from app.shipments.models import Shipment
+    from app.sites.models import Site
+    from app.usage.models import UsageReport
+
+    with transaction(engine) as session:
+
+        def ids(stmt: Any) -> list[int]:
+            return sorted(session.exec(stmt).all())
+
+        common = {
+            "item_id": ids(select(Item.id)),
+            "lot_id": ids(select(InventoryLot.id)),
+            "movement_id": ids(select(InventoryMovement.id)),
+            "request_id": ids(select(SupplyRequest.id)),
+            "line_id": ids(select(RequestLine.id)) + ids(select(PlanLine.id)),
+            "pledge_id": ids(select(Pledge.id)),
+            "report_id": ids(select(UsageReport.id)),
+            "run_id": ids(select(AllocationRun.id)),
+            "shipment_id": ids(select(Shipment.id)),
+            "key_id": ids(select(ApiKey.id)),
+            "driver_key_id": ids(select(ApiKey.id).where(ApiKey.role == "driver")),
+            "depot_site_id": ids(select(Site.id).where(Site.kind == "depot")),
+            "origin_site_id": ids(select(Site.id).where(Site.kind.in_(("depot", "donor_site")))),  # type: ignore[attr-defined]
+        }
+        every_site, every_org = ids(select(Site.id)), ids(select(Organization.id))
+        pools: dict[str, dict[str, list[int]]] = {}
+        for role, org in organizations.items():
+            own_sites = ids(select(Site.id).where(Site.organization_id == org)) if org is not None else every_site
+            pools[role] = {
+                **common,
+                "site_id": own_sites,
+                "destination_site_id": own_sites,
+                "organization_id": [org] if org is not None else every_org,
+            }
+    return pools
 
 
 def _marked(handler: Any) -> Any:
@@ -118,6 +169,7 @@ def fuzz_world(fuzz_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
     secrets = {role: demo_keys[role]["key"] for role in ("admin", "logistics", "requester", "donor", "driver")}
     with transaction(engine) as session:
         found = [keys.authenticate(session, info["key"]) for info in demo_keys.values()]
+    organizations = {role: demo_keys[role]["organization_id"] for role in secrets}
     settings = Settings(
         data_dir=data_dir,
         database_url=db_url,
@@ -133,6 +185,7 @@ def fuzz_world(fuzz_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
         keys=secrets,
         key_ids={k.id for k in found if k is not None and k.id is not None},
         organization_ids={k.organization_id for k in found if k is not None and k.organization_id is not None},
+        known_ids=known_ids(engine, organizations),
     )
     for route in iter_api_routes(app.routes):
         roles = declared_roles(route)

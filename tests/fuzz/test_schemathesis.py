@@ -19,6 +19,7 @@ import hypothesis
 import pytest
 import schemathesis
 from hypothesis import HealthCheck
+from hypothesis import strategies as st
 
 from tests.fuzz.conftest import REQUEST_VALIDATION_MARKER, FuzzWorld
 
@@ -71,6 +72,23 @@ def fuzz_schema(fuzz_world: FuzzWorld) -> Any:
         def set(self, case: Any, data: str, context: Any) -> None:
             case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
 
+    def known(context: Any, value: Any) -> st.SearchStrategy[Any]:
+        """The generated value, where each integer under an id's name may become an id that exists (conftest)."""
+        role = fuzz_world.role_for(context.operation.method, context.operation.path)
+        return with_known_ids(value, fuzz_world.known_ids.get(role or "", {}))
+
+    @schema.hook
+    def flatmap_path_parameters(context: Any, path_parameters: Any) -> st.SearchStrategy[Any]:
+        return known(context, path_parameters)
+
+    @schema.hook
+    def flatmap_query(context: Any, query: Any) -> st.SearchStrategy[Any]:
+        return known(context, query)
+
+    @schema.hook
+    def flatmap_body(context: Any, body: Any) -> st.SearchStrategy[Any]:
+        return known(context, body)
+
     @schema.hook
     def filter_case(context: Any, case: Any) -> bool:
         # The run never revokes its own keys or walks their organisations out of the coalition: every later
@@ -86,6 +104,19 @@ def fuzz_schema(fuzz_world: FuzzWorld) -> Any:
 
 
 schema = schemathesis.pytest.from_fixture("fuzz_schema")
+
+
+def with_known_ids(value: Any, pools: dict[str, list[int]], name: str = "") -> st.SearchStrategy[Any]:
+    """Half of the time, an integer named like an id (`site_id`, `lines[0].item_id`) is swapped for an id that
+    exists. An integer stays an integer, so a negative case stays negative and a positive one positive."""
+    if isinstance(value, dict):
+        return st.fixed_dictionaries({k: with_known_ids(v, pools, k) for k, v in value.items()})
+    if isinstance(value, list):
+        return st.tuples(*(with_known_ids(v, pools, name) for v in value)).map(list)
+    pool = pools.get(name)
+    if pool and isinstance(value, int) and not isinstance(value, bool):
+        return st.one_of(st.just(value), st.sampled_from(pool))
+    return st.just(value)
 
 
 @schemathesis.hook
