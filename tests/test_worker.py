@@ -397,3 +397,19 @@ def test_embedded_child_worker_solves_a_run(
     finally:
         child.stop()
     assert child.process is not None and child.process.poll() is not None
+
+
+def test_a_real_solve_past_its_time_limit_succeeds_as_time_limit_and_frees_the_worker(
+    client: TestClient, logistics: dict[str, str], engine: Engine, world: SmallWorld
+) -> None:
+    """SPEC §2: a run that reaches its time limit with a feasible plan succeeds with status time_limit.
+    The real solver, with a limit it cannot meet, must still hand back a plan, and the worker moves on."""
+    run_id = _trigger(client, logistics, settings={"time_limit_s": 1e-6})
+    assert worker.claim_next(engine, "w1") == run_id
+    assert worker.process_run(engine, run_id, "w1", heartbeat_interval=0.05) == "succeeded"
+    run = _run(engine, run_id)
+    assert run.status == "succeeded" and run.solver_stats is not None
+    assert run.solver_stats["status"] == "time_limit"
+    assert [p.solver_status for p in _plans(engine)] == ["time_limit"]
+    follow_up = _trigger(client, logistics)
+    assert worker.claim_next(engine, "w1") == follow_up
