@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/crisis-supply serve --demo --port $(PORT)
 
+# Two xdist workers (one per core); --dist loadfile keeps each file's module fixtures (e.g. the
+# multi-process cluster in tests/test_concurrency.py) in one worker. PYTEST_ARGS adds options.
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # Schemathesis against the app's own OpenAPI document (docs/fuzzing.md). Minutes, not seconds: kept out of
 # `make test` (tests/fuzz/conftest.py); .ci/run calls both. FUZZ_MAX_EXAMPLES / FUZZ_STATEFUL_SEQUENCES
