@@ -16,7 +16,7 @@ from sqlmodel import Session
 from app.db import transaction
 from app.errors import Forbidden, PreconditionFailed, PreconditionRequired, Unauthorized
 from app.principal import Principal
-from app.strict_json import require_strict_json_body
+from app.strict_input import require_strict_input
 
 ROLE_MARKER = "__allowed_roles__"
 
@@ -97,7 +97,7 @@ class SecuredRoute(APIRoute):
         gate = role_gate(self)
         if gate is None and not getattr(endpoint, "__public__", False):
             raise RuntimeError(f"route {path} declares no Allow(...) roles; authorization is deny by default")
-        require_strict_json_body(self, gate)  # JSON bodies hold the documented JSON types (app/strict_json.py)
+        require_strict_input(self, gate)  # bodies, integer parameters: the documented types (app/strict_input.py)
 
 
 def public(fn: Callable[..., Any]) -> Callable[..., Any]:

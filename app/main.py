@@ -14,13 +14,20 @@ from app.db import get_engine, make_engine
 from app.errors import install_error_handlers
 from app.idempotency import openapi as idempotency_openapi
 from app.idempotency.middleware import IdempotencyMiddleware
-from app.middleware import BodyLimitMiddleware, ConditionalGetMiddleware, RequestIdMiddleware
+from app.middleware import (
+    BodyLimitMiddleware,
+    ConditionalGetMiddleware,
+    DatabaseConcurrencyMiddleware,
+    RequestIdMiddleware,
+)
 from app.openapi import install_openapi
 from app.operations import install as install_operations
 from app.ratelimit import RateLimitMiddleware
 
 # Every domain with an HTTP surface; each module exposes `router`.
 DOMAIN_ROUTERS = (
+    # Shipments first: drivers' phones poll them most, and routes are matched in order.
+    "app.shipments.router",
     "app.organizations.router",
     "app.sites.router",
     "app.items.router",
@@ -32,7 +39,6 @@ DOMAIN_ROUTERS = (
     "app.audit.router",
     "app.allocation.router",
     "app.allocation.plans_router",
-    "app.shipments.router",
     "app.reports.router",
     "app.imports.router",
     "app.fhir.router",
@@ -51,6 +57,16 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
 
 
+def _pool_capacity(engine: Engine) -> int:
+    """Connections the engine's pool can hand out at once (pool size + overflow)."""
+    pool = engine.pool
+    size = getattr(pool, "size", None)
+    overflow = getattr(pool, "_max_overflow", 0)
+    if callable(size):
+        return int(size()) + max(0, int(overflow))
+    return 15
+
+
 def create_app(*, engine: Engine | None = None, settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
@@ -66,6 +82,7 @@ def create_app(*, engine: Engine | None = None, settings: Settings | None = None
     install_error_handlers(app)
     # Innermost first: idempotency sees only bodies within the limit; rate limits refuse before any work.
     app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(DatabaseConcurrencyMiddleware, limit=_pool_capacity(app.state.engine))
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,

@@ -5,12 +5,14 @@
    ``crisis-supply worker --poll-interval 0.1`` run against it. Timed from ``POST /v1/allocation-runs``
    until ``GET …/{id}`` says succeeded and ``GET …/plan`` answered 200 (body read) — snapshot, queue,
    solve, greedy baseline and storing the plan included — against ``python -m optimizer solve`` on
-   the run's own snapshot (``GET …/problem``) as a whole process. Medians of ``--runs``.
+   the run's own snapshot (``GET …/problem``) as a whole process. Medians of ``--runs``; the ratio is
+   the median of per-run ratios (each pair ran back to back, so background load affects both alike).
 2. **Polling**: ``GET /v1/shipments/{id}`` with ``If-None-Match`` (→ 304) on that one API process vs.
    a bare FastAPI endpoint (``bare_app.py``, same uvicorn) under the same load generator (``wrk``,
    32 connections; a Python asyncio+httpx generator if wrk is missing), alternating rounds, medians.
    ``/healthz`` of the API (the whole middleware stack, no auth, no database) is shown for diagnosis.
-   The shipment comes from a small scoped run approved through the API.
+   The shipment comes from a small scoped run approved through the API. A robustness row repeats
+   the shipment measurement with ``--stall-connections`` (100) connections.
 3. **p99 under a solve**: an open-loop mix of GETs (requests, shipment, organisations) at
    ``--mix-rate`` requests/s, idle and while the worker solves a state run (from the POST's answer
    until the run finished); the window of the POST itself (the snapshot is built in the API process)
@@ -344,6 +346,8 @@ def mix_rows(args: argparse.Namespace, api: str, auth: dict[str, str], paths: li
 
 
 def print_table(rows: list[Row]) -> None:
+    if not rows:
+        return
     width = max(len(r.what) for r in rows)
     vw = max(len(r.value) for r in rows)
     print(f"\n{'measurement':<{width}}  {'value':>{vw}}  {'target':<14} result")
@@ -391,26 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         nice = ["nice", "-n", str(args.worker_nice)] if args.worker_nice else []
         worker_cmd = [*nice, str(BIN / "crisis-supply"), "worker", "--poll-interval", "0.1"]
         procs.append(Proc("worker", worker_cmd, env, work))
-        procs.append(
-            Proc(
-                "bare",
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "bare_app:app",
-                    "--app-dir",
-                    "benchmarks",
-                    "--port",
-                    str(bare_port),
-                    "--log-level",
-                    "warning",
-                    "--no-access-log",
-                ],
-                env,
-                work,
-            )
-        )
+        uvicorn_args = f"bare_app:app --app-dir benchmarks --port {bare_port} --log-level warning --no-access-log"
+        procs.append(Proc("bare", [sys.executable, "-m", "uvicorn", *uvicorn_args.split()], env, work))
         procs[0].wait_http(f"{api}/healthz")
         procs[2].wait_http(f"{bare}/bare")
         auth = {"Authorization": f"Bearer {secret}"}

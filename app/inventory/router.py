@@ -13,7 +13,7 @@ from app.inventory.models import AdjustCreate, LotPublic, MovementKind, Movement
 from app.models_common import Timestamp
 from app.pagination import PageOut
 from app.principal import Principal
-from app.strict_json import check_strict_json
+from app.strict_input import check_strict_json
 
 router = APIRouter(prefix="/v1/inventory", tags=["inventory"], route_class=SecuredRoute)
 
@@ -105,7 +105,7 @@ def _parse_movement(body: dict[str, Any]) -> ReceiveCreate | AdjustCreate:
             field="kind",
         )
     try:
-        check_strict_json(POSTABLE[kind], body)  # as for any JSON body (app/strict_json.py): "5" is not a number
+        check_strict_json(POSTABLE[kind], body)  # as for any JSON body (app/strict_input.py): "5" is not a number
         return POSTABLE[kind].model_validate(body)  # type: ignore[return-value]
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from exc
