@@ -18,7 +18,7 @@ from app.db import utcnow
 from optimizer.io import format_time
 from tests.conftest import Actor
 from tests.factories import Factory
-from tests.test_plans import approve, plan_dict, store_run
+from tests.plan_world import approve, plan_dict, store_run
 
 ORG_BOUND = ("A", "B", "D1", "D2", "V1", "V2")  # the principals that may be foreign to something
 

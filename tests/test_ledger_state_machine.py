@@ -52,7 +52,7 @@ from tests.ledger_world import (
     shipped,
     static_world,
 )
-from tests.test_plans import plan_dict, store_run
+from tests.plan_world import plan_dict, store_run
 
 # Operations that must have been both accepted and refused during a run.
 COVERED = (

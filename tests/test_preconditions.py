@@ -23,7 +23,7 @@ from app.requests.models import RequestLine, SupplyRequest
 from app.shipments.models import Shipment
 from app.sites.models import Site
 from tests.factories import Factory
-from tests.test_plans import build_world, line_id, snapshot, store_run, the_plan
+from tests.plan_world import build_world, line_id, snapshot, store_run, the_plan
 
 
 @dataclass

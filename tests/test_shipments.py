@@ -25,7 +25,7 @@ from app.shipments import service as shipments_service
 from app.shipments.models import Shipment
 from tests.conftest import Actor
 from tests.factories import Factory
-from tests.test_plans import LOGISTICS, World, approve, build_world, plan_dict, snapshot, store_run, the_plan
+from tests.plan_world import LOGISTICS, World, approve, build_world, plan_dict, snapshot, store_run, the_plan
 
 
 @dataclass
