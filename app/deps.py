@@ -138,6 +138,14 @@ def check_if_match(if_match: str | None, current_etag: str, *, required: bool = 
         raise PreconditionFailed(f"If-Match {if_match} does not match current ETag {current_etag}")
 
 
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an If-None-Match header names this ETag (a route may answer 304 before loading more)."""
+    if if_none_match is None:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+    return "*" in tags or etag in tags
+
+
 IfMatch = Annotated[str | None, Header(alias="If-Match")]
 IF_MATCH_REQUIRED_DOC = "ETag from your last read of this object. Required: 428 without it, 412 when stale."
 # Optional for FastAPI so a missing header reaches check_if_match(required=True) → 428 (after the 404 for

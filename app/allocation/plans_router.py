@@ -16,7 +16,7 @@ from app.allocation import plan_approval, plan_exports
 from app.allocation import plans_service as service
 from app.allocation.models import Plan
 from app.allocation.plan_schemas import PlanLineUpdate, PlanPublic
-from app.deps import Allow, IfMatch, IfMatchRequired, SecuredRoute, SessionDep, check_if_match
+from app.deps import Allow, IfMatch, IfMatchRequired, SecuredRoute, SessionDep, check_if_match, etag_matches
 from app.principal import Principal
 
 router = APIRouter(prefix="/v1/allocation-runs", tags=["plans"], route_class=SecuredRoute)
@@ -26,13 +26,6 @@ Writer = Annotated[Principal, Allow("logistics")]
 IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match")]
 CSV = "text/csv; charset=utf-8"
 CSV_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"description": "CSV (RFC 4180)", "content": {"text/csv": {}}}}
-
-
-def _matches(if_none_match: str | None, etag: str) -> bool:
-    if if_none_match is None:
-        return False
-    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
-    return "*" in tags or etag in tags
 
 
 def _if_match(if_match: str | None, *, required: bool = False) -> Callable[[str], None]:
@@ -52,7 +45,7 @@ def get_plan(
     difference from the last approved plan."""
     plan = service.find_plan(session, run_id=run_id)
     etag = service.plan_etag(session, plan)
-    if _matches(if_none_match, etag):
+    if etag_matches(if_none_match, etag):
         return Response(status_code=304, headers={"ETag": etag})
     return _out(session, plan, response)
 

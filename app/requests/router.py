@@ -8,7 +8,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 
-from app.deps import Allow, IfMatch, IfMatchRequired, ListDep, SecuredRoute, SessionDep, check_if_match, etag_for
+from app.deps import (
+    Allow,
+    IfMatch,
+    IfMatchRequired,
+    ListDep,
+    SecuredRoute,
+    SessionDep,
+    check_if_match,
+    etag_for,
+    etag_matches,
+)
 from app.models_common import Timestamp
 from app.pagination import PageOut
 from app.principal import Principal
@@ -54,13 +64,6 @@ def _out(session: SessionDep, request: SupplyRequest, response: Response) -> Req
 
 def _if_match(if_match: str | None, *, required: bool = False) -> Callable[[SupplyRequest], None]:
     return lambda request: check_if_match(if_match, etag_for(request.version), required=required)
-
-
-def _matches(if_none_match: str | None, etag: str) -> bool:
-    if if_none_match is None:
-        return False
-    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
-    return "*" in tags or etag in tags
 
 
 @router.get("", response_model=PageOut[RequestPublic])
@@ -109,7 +112,7 @@ def get_request(
 ) -> RequestPublic | Response:
     request = service.get_request(session, principal=principal, request_id=request_id)
     etag = etag_for(request.version)
-    if _matches(if_none_match, etag):
+    if etag_matches(if_none_match, etag):
         return Response(status_code=304, headers={"ETag": etag})
     return _out(session, request, response)
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import Allow, IfMatch, ListDep, SecuredRoute, SessionDep, check_if_match, etag_for
+from app.deps import Allow, IfMatch, ListDep, SecuredRoute, SessionDep, check_if_match, etag_for, etag_matches
 from app.errors import Unprocessable
 from app.pagination import PageOut
 from app.principal import Principal
@@ -31,13 +31,6 @@ Reader = Annotated[Principal, Allow("admin", "logistics", "requester", "donor", 
 Reporter = Annotated[Principal, Allow("logistics", "driver")]
 Logistics = Annotated[Principal, Allow("logistics")]
 IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match")]
-
-
-def _matches(if_none_match: str | None, etag: str) -> bool:
-    if if_none_match is None:
-        return False
-    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
-    return "*" in tags or etag in tags
 
 
 def _if_match(if_match: str | None) -> Callable[[Shipment], None]:
@@ -116,7 +109,7 @@ def get_shipment(
 ) -> ShipmentPublic | Response:
     shipment = service.get_shipment(session, principal=principal, shipment_id=shipment_id)
     etag = etag_for(shipment.version)
-    if _matches(if_none_match, etag):
+    if etag_matches(if_none_match, etag):
         return Response(status_code=304, headers={"ETag": etag})
     return _out(session, shipment, response)
 
