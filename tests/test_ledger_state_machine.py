@@ -451,4 +451,7 @@ def test_the_ledger_always_equals_the_model(engine: Engine, fast: Engine, factor
     # every operation was both carried out and refused: the sequences reach deep states
     for op in COVERED if examples >= 100 else ():
         assert Ledger.outcomes[(op, True)] > 0, f"{op} never succeeded"
+    # Refusals of every kind need the longer run (SQLite's share); the shorter PostgreSQL run may miss
+    # a rare one (e.g. a refused dispatch) without covering less of what it checks after each step.
+    for op in COVERED if examples >= 500 else ():
         assert Ledger.outcomes[(op, False)] > 0, f"{op} was never refused"

@@ -7,6 +7,7 @@ rejection honour If-Match (412 when stale).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -29,7 +30,14 @@ CSV_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"description": "CSV (RFC 
 
 
 def _if_match(if_match: str | None, *, required: bool = False) -> Callable[[str], None]:
-    return lambda etag: check_if_match(if_match, etag, required=required)
+    # The plan's ETag also names the last approved plan (the review shows a diff against it), so
+    # approving another plan changes it. A write needs only *this* plan unchanged: compare its version,
+    # so competing approvals lose on the stock they share (409 with conflicts), not on a cache tag.
+    return lambda etag: check_if_match(_own_version(if_match), _own_version(etag) or etag, required=required)
+
+
+def _own_version(tags: str | None) -> str | None:
+    return None if tags is None else re.sub(r'-a\d+"', '"', tags)
 
 
 def _out(session: SessionDep, plan: Plan, response: Response) -> PlanPublic:
