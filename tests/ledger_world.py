@@ -5,6 +5,7 @@ and the reads the invariants compare with the model."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,18 +50,26 @@ def fast_engine(url: Any) -> Engine:
 
 
 class Api:
-    """HTTP to the ASGI app through httpx on one event loop in this thread: the same requests, routers,
-    middleware and one transaction per request as TestClient, without its portal thread."""
+    """HTTP to the ASGI app through httpx on one event loop of its own thread: the same requests,
+    routers, middleware and one transaction per request as TestClient, without its portal per call.
+    (Its own thread, so a loop left registered in the test's thread by another test cannot collide.)"""
 
     def __init__(self, app: Any) -> None:
         self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="ledger-api-loop", daemon=True)
+        self._thread.start()
         self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api")
 
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
     def request(self, method: str, url: str, **kw: Any) -> httpx.Response:
-        return self.loop.run_until_complete(self.client.request(method, url, **kw))
+        return self._run(self.client.request(method, url, **kw))  # type: ignore[no-any-return]
 
     def close(self) -> None:
-        self.loop.run_until_complete(self.client.aclose())
+        self._run(self.client.aclose())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
         self.loop.close()
 
 
