@@ -395,6 +395,26 @@ def test_open_lines_for_the_allocation_snapshot(client: TestClient, engine: Engi
         assert [o.line.id for o in service.open_lines(session, regions=["south"])] == [s["lines"][0]["id"]]
         assert service.open_lines(session, item_ids=[gown]) == []
         assert found[0].site.id == n["site_id"]
+        # The snapshot's column-only form: the same lines, in the same order, with the same values.
+        rows = service.open_line_rows(session)
+        assert [
+            (r.line_id, r.item_id, r.priority, r.needed_by, r.remaining, r.organization_id, r.equity_weight)
+            for r in rows
+        ] == [
+            (
+                o.line.id,
+                o.line.item_id,
+                o.line.priority,
+                o.line.needed_by,
+                o.remaining,
+                o.organization.id,
+                o.organization.equity_weight,
+            )
+            for o in found
+        ]
+        assert [(r.site_id, r.lat, r.lon) for r in rows] == [(o.site.id, o.site.lat, o.site.lon) for o in found]
+        assert [r.line_id for r in service.open_line_rows(session, regions=["south"])] == [s["lines"][0]["id"]]
+        assert service.open_line_rows(session, item_ids=[gown]) == []
 
 
 def test_recompute_statuses_follows_quantities(client: TestClient, engine: Engine, world: dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ from app.items import service as items
 from app.items.models import Item
 from app.pledges import service as pledges
 from app.requests import service as requests
-from app.requests.service import OpenLine
+from app.requests.service import OpenLineRow
 from app.sites.models import Site
 from app.usage import service as usage
 from optimizer.io import format_time, load_problem
@@ -89,16 +89,16 @@ def _justified_need(daily_usage: float | None, on_hand: int, horizon_days: float
 
 
 def _capped_quantities(
-    session: Session, lines: Sequence[OpenLine], *, now: datetime, horizon_days: float
+    session: Session, lines: Sequence[OpenLineRow], *, now: datetime, horizon_days: float
 ) -> tuple[dict[int, int], list[dict[str, Any]]]:
     """Line id → quantity to demand, and the `capped` records for lines asked above justified need."""
-    quantities = {ol.line.id or 0: ol.remaining for ol in lines}
+    quantities = {ol.line_id: ol.remaining for ol in lines}
     if not lines:
         return quantities, []
     reports = usage.latest_usage(
         session,
-        organization_ids=sorted({ol.organization.id or 0 for ol in lines}),
-        item_ids=sorted({ol.line.item_id for ol in lines}),
+        organization_ids=sorted({ol.organization_id for ol in lines}),
+        item_ids=sorted({ol.item_id for ol in lines}),
     )
     budgets: dict[tuple[int, int], int] = {}
     for key, report in reports.items():
@@ -108,12 +108,12 @@ def _capped_quantities(
         if need is not None:
             budgets[key] = need
     capped: list[dict[str, Any]] = []
-    urgent_first = sorted(lines, key=lambda ol: (PRIORITY_RANK.get(ol.line.priority, 9), ol.line.id or 0))
+    urgent_first = sorted(lines, key=lambda ol: (PRIORITY_RANK.get(ol.priority, 9), ol.line_id))
     for ol in urgent_first:
-        key = (ol.organization.id or 0, ol.line.item_id)
+        key = (ol.organization_id, ol.item_id)
         if key not in budgets:
             continue
-        line_id = ol.line.id or 0
+        line_id = ol.line_id
         granted = min(ol.remaining, budgets[key])
         budgets[key] -= granted
         if granted < ol.remaining:
@@ -135,9 +135,9 @@ def build_problem(
     horizon_days = get_settings().planning_horizon_days
     substitution = items.substitution_map(session)  # SKU → [(substitute SKU, penalty)], active items
 
-    lines = requests.open_lines(session, item_ids=list(item_ids) or None, regions=list(regions) or None)
+    lines = requests.open_line_rows(session, item_ids=list(item_ids) or None, regions=list(regions) or None)
     quantities, capped = _capped_quantities(session, lines, now=now, horizon_days=horizon_days)
-    line_skus = _item_skus(session, (ol.line.item_id for ol in lines))
+    line_skus = _item_skus(session, (ol.item_id for ol in lines))
 
     # Supply is not restricted by region (a depot serves every region), only to the scope's items
     # and the SKUs that may substitute for them.
@@ -152,9 +152,7 @@ def build_problem(
     lots = inventory.allocatable_lots(session, now=now, item_ids=supply_item_ids)
     offers = pledges.confirmed_supply(session, now=now, item_ids=supply_item_ids)
     supply_skus_by_id = _item_skus(session, [lot.item_id for lot in lots] + [p.item_id for p in offers])
-    coords = _site_coordinates(
-        session, [lot.site_id for lot in lots] + [p.site_id for p in offers] + [ol.site.id or 0 for ol in lines]
-    )
+    coords = _site_coordinates(session, [lot.site_id for lot in lots] + [p.site_id for p in offers])
 
     sources: list[dict[str, Any]] = []
     for lot in lots:
@@ -186,20 +184,19 @@ def build_problem(
 
     demands: list[dict[str, Any]] = []
     for ol in lines:
-        quantity = quantities[ol.line.id or 0]
+        quantity = quantities[ol.line_id]
         if quantity <= 0:  # capped to nothing: justified need is already on hand
             continue
-        lat, lon = coords[ol.site.id or 0]
         demand: dict[str, Any] = {
-            "id": f"line-{ol.line.id}",
-            "requester": f"org-{ol.organization.id}",
-            "item": line_skus[ol.line.item_id],
+            "id": f"line-{ol.line_id}",
+            "requester": f"org-{ol.organization_id}",
+            "item": line_skus[ol.item_id],
             "quantity": quantity,
-            "priority": ol.line.priority,
+            "priority": ol.priority,
         }
-        if ol.line.needed_by is not None:
-            demand["needed_by"] = format_time(ol.line.needed_by)
-        demand.update(lat=lat, lon=lon, equity_weight=ol.organization.equity_weight)
+        if ol.needed_by is not None:
+            demand["needed_by"] = format_time(ol.needed_by)
+        demand.update(lat=ol.lat, lon=ol.lon, equity_weight=ol.equity_weight)
         demands.append(demand)
 
     # The whole active catalog (small) plus any SKU named above that has since left it, so every SKU

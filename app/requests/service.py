@@ -9,7 +9,6 @@ requester's edit and a plan approval touching the same lines serialize instead o
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,9 +22,12 @@ from app.organizations.models import Organization
 from app.pagination import Page, paginate
 from app.principal import Principal
 from app.requests.models import RequestCreate, RequestLine, RequestLineUpdate, RequestUpdate, SupplyRequest
+from app.requests.open_lines import OpenLine as OpenLine
+from app.requests.open_lines import OpenLineRow as OpenLineRow
+from app.requests.open_lines import open_line_rows as open_line_rows
+from app.requests.open_lines import open_lines as open_lines
 from app.requests.status import line_status, summarize_status
 from app.sites import service as sites
-from app.sites.models import Site
 
 # Called with the locked request before a write: the router's If-Match check, race-free under the lock.
 Precondition = Callable[[SupplyRequest], None] | None
@@ -339,52 +341,3 @@ def list_requests(
             matching = matching.where(RequestLine.priority == priority)
         stmt = stmt.where(col(SupplyRequest.id).in_(matching))
     return paginate(session, stmt, SupplyRequest.id, limit=limit, cursor=cursor)
-
-
-@dataclass(frozen=True)
-class OpenLine:
-    """A request line that still wants stock, with what the allocation snapshot needs about it."""
-
-    line: RequestLine
-    request: SupplyRequest
-    organization: Organization
-    site: Site
-
-    @property
-    def remaining(self) -> int:
-        return self.line.remaining
-
-
-def open_lines(
-    session: Session, *, item_ids: Iterable[int] | None = None, regions: Iterable[str] | None = None
-) -> list[OpenLine]:
-    """Lines with remaining > 0 that are not cancelled, in submission (line id) order.
-
-    Empty or None `item_ids` / `regions` mean all (as an allocation scope does); `regions` are the
-    requesting organisations' regions. Lines of organisations that left the coalition or whose
-    delivery site was deactivated are left out: nothing can be delivered to them.
-    """
-    remaining = (
-        col(RequestLine.quantity)
-        - col(RequestLine.quantity_reserved)
-        - col(RequestLine.quantity_in_transit)
-        - col(RequestLine.quantity_delivered)
-    )
-    stmt = (
-        select(RequestLine, SupplyRequest, Organization, Site)
-        .join(SupplyRequest, col(RequestLine.request_id) == col(SupplyRequest.id))
-        .join(Organization, col(SupplyRequest.organization_id) == col(Organization.id))
-        .join(Site, col(SupplyRequest.site_id) == col(Site.id))
-        .where(RequestLine.status != "cancelled", remaining > 0)
-        .where(col(Organization.active).is_(True), col(Site.active).is_(True))
-        .order_by(col(RequestLine.id))
-    )
-    item_list = list(item_ids or [])
-    region_list = list(regions or [])
-    if item_list:
-        stmt = stmt.where(col(RequestLine.item_id).in_(item_list))
-    if region_list:
-        stmt = stmt.where(col(Organization.region).in_(region_list))
-    return [
-        OpenLine(line=ln, request=rq, organization=org, site=site) for ln, rq, org, site in session.exec(stmt).all()
-    ]
