@@ -1,4 +1,5 @@
-"""Plans: stored from a finished solve, reviewed, edited by hand, rejected (approval: plan_approval).
+"""Plans: reviewed, edited by hand, rejected (stored by plan_create from a finished solve; approval:
+plan_approval).
 
 A plan's state is `proposed → approved | rejected | superseded`. Only a proposed plan may change.
 Each edit is re-validated against the run's stored snapshot (the world as the solver saw it; approval
@@ -15,22 +16,21 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
-from sqlalchemy import func, insert
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from app.allocation import runs_service, snapshot
 from app.allocation.models import AllocationRun, Plan, PlanLine
+from app.allocation.plan_create import PLAN_AUDIT_EXCLUDE as PLAN_AUDIT_EXCLUDE
+from app.allocation.plan_create import create_plan as create_plan
+from app.allocation.plan_create import parse_ref as parse_ref
 from app.allocation.plan_schemas import DemandResultPublic, DiffLine, PlanDiff, PlanLinePublic, PlanPublic
 from app.audit import service as audit
 from app.db import utcnow
 from app.errors import Conflict, NotFound, Unprocessable
-from app.inventory.models import InventoryLot
-from app.pledges.models import Pledge
-from app.principal import SYSTEM, Principal
-from app.requests.models import RequestLine, SupplyRequest
+from app.principal import Principal
 from app.shipments.models import Shipment
 from optimizer.explain import build_plan
 from optimizer.io import plan_to_dict
@@ -39,105 +39,6 @@ from optimizer.network import Arcs, build_arcs, haversine_km
 
 # Called with the plan's current ETag under the row lock: the router's If-Match check.
 Precondition = Callable[[str], None] | None
-PLAN_AUDIT_EXCLUDE = {"demands"}  # per-demand results can be thousands of rows; GET …/plan serves them
-
-
-def parse_ref(ref: str, prefix: str) -> int | None:
-    """`lot-17` with prefix `lot` → 17; anything else → None."""
-    head, _, tail = ref.partition("-")
-    return int(tail) if head == prefix and tail.isdigit() else None
-
-
-# ---------------------------------------------------------------- creation (called by the worker)
-
-
-def create_plan(
-    session: Session,
-    *,
-    run: AllocationRun,
-    plan: dict[str, Any],
-    baseline_kpis: dict[str, Any] | None,
-    actor: Principal = SYSTEM,
-) -> Plan:
-    """Store a Plan JSON v1 dict as a proposed plan with one line per allocation (in the caller's
-    transaction). Bulk reads and one bulk insert: this is on the trigger-to-plan-ready path."""
-    allocations = [a for a in plan.get("allocations", []) if int(a["quantity"]) > 0]
-    lot_ids = {i for a in allocations if (i := parse_ref(a["source"], "lot")) is not None}
-    pledge_ids = {i for a in allocations if (i := parse_ref(a["source"], "pledge")) is not None}
-    line_ids = {i for a in allocations if (i := parse_ref(a["demand"], "line")) is not None}
-    lots = (
-        {
-            r[0]: (r[1], r[2])
-            for r in session.exec(
-                select(InventoryLot.id, InventoryLot.site_id, InventoryLot.item_id).where(
-                    col(InventoryLot.id).in_(lot_ids)
-                )
-            ).all()
-        }
-        if lot_ids
-        else {}
-    )
-    offers = (
-        {
-            r[0]: (r[1], r[2])
-            for r in session.exec(
-                select(Pledge.id, Pledge.site_id, Pledge.item_id).where(col(Pledge.id).in_(pledge_ids))
-            ).all()
-        }
-        if pledge_ids
-        else {}
-    )
-    destinations = (
-        dict(
-            session.exec(
-                select(RequestLine.id, SupplyRequest.site_id)
-                .join(SupplyRequest, col(SupplyRequest.id) == col(RequestLine.request_id))
-                .where(col(RequestLine.id).in_(line_ids))
-            ).all()
-        )
-        if line_ids
-        else {}
-    )
-
-    row = Plan(
-        run_id=run.id,  # type: ignore[arg-type]
-        solver_status=plan["status"],
-        demands=list(plan.get("demands", [])),
-        kpis=dict(plan.get("kpis", {})),
-        baseline_kpis=baseline_kpis,
-    )
-    session.add(row)
-    session.flush()
-    values = []
-    for a in allocations:
-        lot_id, pledge_id = parse_ref(a["source"], "lot"), parse_ref(a["source"], "pledge")
-        line_id = parse_ref(a["demand"], "line")
-        origin = lots.get(lot_id) if lot_id is not None else offers.get(pledge_id) if pledge_id is not None else None
-        if origin is None or line_id is None or line_id not in destinations:
-            raise ValueError(f"plan allocation {a['source']} → {a['demand']} names no known lot, pledge or line")
-        values.append(
-            {
-                "plan_id": row.id,
-                "source_ref": a["source"],
-                "lot_id": lot_id,
-                "pledge_id": pledge_id,
-                "request_line_id": line_id,
-                "item_id": origin[1],
-                "origin_site_id": origin[0],
-                "destination_site_id": destinations[line_id],
-                "quantity": int(a["quantity"]),
-                "distance_km": float(a.get("distance_km") or 0.0),
-                "cost": float(a.get("cost") or 0.0),
-            }
-        )
-    if values:
-        # render_nulls: the ORM otherwise leaves out None columns (lot_id or pledge_id), so rows of lots
-        # and pledges have different column sets and every switch between them starts a new batch —
-        # thousands of round trips for a state-size plan instead of a few.
-        session.execute(insert(PlanLine).execution_options(render_nulls=True), values)
-    after = audit.snapshot(row, exclude=PLAN_AUDIT_EXCLUDE) | {"line_count": len(values)}
-    audit.record(session, actor=actor, action="plan.create", obj=row, before=None, after=after)
-    return row
 
 
 # ---------------------------------------------------------------- reads
