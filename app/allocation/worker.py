@@ -30,6 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col
 
 from app.allocation import snapshot
+from app.allocation.baseline import solve_with_baseline
 from app.allocation.models import AllocationRun
 from app.allocation.progress import Heartbeat, Owner, db_now, lock_run
 from app.allocation.runs_service import AUDIT_EXCLUDE, runs_without_problem, touch
@@ -62,14 +63,6 @@ def solve_problem(problem: Problem, time_limit_s: float) -> dict[str, Any]:
     from optimizer.io import plan_to_dict
 
     return plan_to_dict(optimizer.solve(problem, time_limit_s=time_limit_s))
-
-
-def baseline_kpis(problem: Problem) -> dict[str, Any]:
-    """KPIs of the first-come-first-served greedy baseline on the same snapshot (SPEC §3.5)."""
-    from optimizer.baselines import greedy
-    from optimizer.io import plan_to_dict
-
-    return plan_to_dict(greedy(problem))["kpis"]
 
 
 def store_plan(session: Any, run: AllocationRun, plan: dict[str, Any], baseline: dict[str, Any] | None) -> Any:
@@ -224,11 +217,14 @@ def process_run(
             beat.report("validating", 5.0, snapshot.summary(loaded.problem))
             problem = snapshot.load_snapshot(loaded.problem)
             beat.report("solving", 10.0, "solving", solving=True)
-            plan = solve_problem(problem, loaded.time_limit_s)
-            beat.report("baseline", 92.0, "computing the greedy baseline for comparison")
-            baseline_started = time.monotonic()
-            baseline = _baseline_or_none(problem, run_id)
-            baseline_wall_s = time.monotonic() - baseline_started
+            # The greedy baseline is computed beside the solve for big snapshots (app.allocation.baseline).
+            plan, baseline_kpis, baseline_wall_s = solve_with_baseline(
+                problem,
+                loaded.time_limit_s,
+                solve=solve_problem,  # looked up here, so tests may replace the seam
+                run_id=run_id,
+                after_solve=lambda: beat.report("baseline", 92.0, "computing the greedy baseline for comparison"),
+            )
             beat.report("saving", 95.0, "storing the plan")
         except Exception as exc:  # noqa: BLE001  (any failure fails the run with its reason, never a partial plan)
             return _fail(engine, run_id, owner, exc)
@@ -243,17 +239,9 @@ def process_run(
         started=started,
     )
     try:
-        return _succeed(engine, run_id, owner, plan, baseline, stats)
+        return _succeed(engine, run_id, owner, plan, baseline_kpis, stats)
     except Exception as exc:  # noqa: BLE001
         return _fail(engine, run_id, owner, exc)
-
-
-def _baseline_or_none(problem: Problem, run_id: int) -> dict[str, Any] | None:
-    try:
-        return baseline_kpis(problem)
-    except Exception:  # noqa: BLE001  (the comparison is informative; the plan stands without it)
-        log.warning("greedy baseline failed for run %s", run_id, exc_info=True)
-        return None
 
 
 def _succeed(
