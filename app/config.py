@@ -34,6 +34,15 @@ class Settings(BaseSettings):
     rate_limit_writes_per_minute: int = Field(default=600, ge=0, description="POST/PUT/PATCH/DELETE per key")
     rate_limit_reads_per_minute: int = Field(default=6000, ge=0, description="GET/HEAD per key (polling)")
     auth_failures_per_minute: int = Field(default=20, ge=0, description="401s per client address before 429")
+    # Shipment polls answered 304 from memory (app/shipments/poll_cache.py): how often each API process reads
+    # the change counters, and how old its last good read may be before it stops answering from memory.
+    poll_cache_refresh_seconds: float = Field(
+        default=0.05, ge=0, le=10, description="Change-counter read interval of the shipment poll cache; 0 = off"
+    )
+    poll_cache_max_staleness_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="Polls take the full route when the last counter read is older"
+    )
+    poll_cache_max_entries: int = Field(default=100_000, ge=0, description="(key, shipment) pairs remembered")
 
     @property
     def effective_database_url(self) -> str:

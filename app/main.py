@@ -22,7 +22,9 @@ from app.middleware import (
 )
 from app.openapi import install_openapi
 from app.operations import install as install_operations
-from app.ratelimit import RateLimitMiddleware
+from app.ratelimit import RateLimitMiddleware, RateLimits
+from app.shipments.poll_cache import PollCacheSettings, ShipmentPollCache
+from app.shipments.poll_middleware import ShipmentPollMiddleware
 
 # Every domain with an HTTP surface; each module exposes `router`.
 DOMAIN_ROUTERS = (
@@ -53,8 +55,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # SQLite mode: solves run in a child worker process started here (see app.allocation.embedded).
     from app.allocation.embedded import embedded_worker
 
-    with embedded_worker(app.state.settings, app.state.engine):
-        yield
+    try:
+        with embedded_worker(app.state.settings, app.state.engine):
+            yield
+    finally:
+        app.state.poll_cache.close()
 
 
 def _pool_capacity(engine: Engine) -> int:
@@ -90,9 +95,22 @@ def create_app(*, engine: Engine | None = None, settings: Settings | None = None
         import_prefixes=IMPORT_PREFIXES,
     )
     app.add_middleware(ConditionalGetMiddleware)
-    app.add_middleware(RateLimitMiddleware, settings=settings)
+    limits = RateLimits.from_settings(settings)
+    app.add_middleware(RateLimitMiddleware, limits=limits)
     install_operations(app, settings)  # request metrics and log, security headers, CORS (app/operations)
     app.add_middleware(RequestIdMiddleware)
+    # Outermost: a shipment poll that changes nothing is answered from memory before any other work.
+    app.state.poll_cache = ShipmentPollCache(
+        app.state.engine,
+        PollCacheSettings(
+            refresh_s=settings.poll_cache_refresh_seconds,
+            max_staleness_s=settings.poll_cache_max_staleness_seconds,
+            max_entries=settings.poll_cache_max_entries,
+        ),
+    )
+    app.add_middleware(
+        ShipmentPollMiddleware, cache=app.state.poll_cache, reads=limits.reads, metrics=app.state.metrics.requests
+    )
     idempotency_openapi.install(app)
     install_openapi(app)  # every status, security and links, documented centrally (app/openapi.py)
     for module in DOMAIN_ROUTERS:

@@ -22,6 +22,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -97,12 +98,29 @@ def _too_many(scope: Scope, wait_s: float, detail: str) -> Any:
     return response
 
 
+@dataclass(frozen=True)
+class RateLimits:
+    """One app's buckets; shared with the shipment poll fast path, which takes read tokens itself."""
+
+    writes: RateLimiter
+    reads: RateLimiter
+    auth_failures: RateLimiter
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RateLimits:
+        return cls(
+            writes=RateLimiter(settings.rate_limit_writes_per_minute),
+            reads=RateLimiter(settings.rate_limit_reads_per_minute),
+            auth_failures=RateLimiter(settings.auth_failures_per_minute),
+        )
+
+
 class RateLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, *, limits: RateLimits) -> None:
         self.app = app
-        self.writes = RateLimiter(settings.rate_limit_writes_per_minute)
-        self.reads = RateLimiter(settings.rate_limit_reads_per_minute)
-        self.auth_failures = RateLimiter(settings.auth_failures_per_minute)
+        self.writes = limits.writes
+        self.reads = limits.reads
+        self.auth_failures = limits.auth_failures
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -7,6 +7,7 @@ import secrets
 
 from sqlmodel import Session, select
 
+from app import changes
 from app.audit import service as audit
 from app.db import utcnow
 from app.errors import NotFound, Unprocessable
@@ -16,6 +17,7 @@ from app.pagination import Page, paginate
 from app.principal import Principal
 
 KEY_PREFIX = "cs_"
+REVOCATIONS_COUNTER = "api_keys"  # a change_counters row (migration 0003)
 
 
 def hash_key(secret: str) -> str:
@@ -93,4 +95,8 @@ def revoke_key(session: Session, *, actor: Principal, key_id: int) -> ApiKey:
         session.add(key)
         session.flush()
         audit.record(session, actor=actor, action="api_key.revoke", obj=key, before=before, exclude={"key_hash"})
+        # In-memory answers keyed by this key (the shipment poll cache) end: in this process at commit,
+        # in every other one at its next read of the counter.
+        changes.bump_counter(session, REVOCATIONS_COUNTER)
+        changes.note_changed(session, REVOCATIONS_COUNTER)
     return key

@@ -77,6 +77,12 @@ class RequestMetrics:
             buckets=REQUEST_BUCKETS,
             registry=registry,
         )
+        # Also counted in crisis_http_requests_total (status 304); this says how many skipped the app.
+        self.poll_cache_hits = Counter(
+            "crisis_shipment_poll_cache_hits_total",
+            "Shipment polls answered 304 from the in-memory poll cache (app.shipments.poll_cache).",
+            registry=registry,
+        )
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         method = method if method in KNOWN_METHODS else "OTHER"

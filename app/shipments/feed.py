@@ -24,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from app import changes
 from app.db import transaction
 from app.errors import Unprocessable
 from app.shipments.models import Shipment
@@ -42,15 +43,14 @@ def stamp(session: Session, shipments: Sequence[Shipment]) -> None:
     if not ordered:
         return
     session.flush()  # every other pending write first: the counter lock is held from here to commit
-    last = session.execute(
-        text("UPDATE change_counters SET value = value + :n WHERE name = :name RETURNING value"),
-        {"n": len(ordered), "name": FEED},
-    ).scalar_one()
-    first = int(last) - len(ordered) + 1
+    last = changes.bump_counter(session, FEED, len(ordered))
+    first = last - len(ordered) + 1
     for offset, shipment in enumerate(ordered):
         shipment.change_seq = first + offset
         session.add(shipment)
     session.flush()
+    # This process's poll cache forgets these shipments the moment the transaction commits.
+    changes.note_changed(session, FEED, (s.id for s in ordered if s.id is not None))
 
 
 def current_position(session: Session) -> int:
