@@ -10,6 +10,7 @@ from sqlmodel import col, select
 
 from app.allocation import plan_create
 from app.allocation.models import AllocationRun, Plan, PlanLine
+from app.allocation.plan_schemas import PlanLinePublic
 from app.db import transaction, utcnow
 from tests.factories import Factory
 from tests.plan_world import build_world, snapshot, store_run, the_plan
@@ -72,3 +73,27 @@ def test_an_allocation_to_an_unknown_request_line_stores_nothing(client: TestCli
         s.rollback()
     with transaction(w.engine) as s:
         assert s.exec(select(PlanLine)).all() == []
+
+
+def test_the_review_serves_every_stored_line_and_demand_result_in_order(client: TestClient, factory: Factory) -> None:
+    """GET …/plan reads lines with a column select (no ORM object per line): same fields, same order."""
+    w = build_world(client.app.state.engine, factory)  # type: ignore[attr-defined]
+    plan = the_plan(w)
+    run_id = store_run(w.engine, snapshot(w), plan)
+    body = client.get(f"/v1/allocation-runs/{run_id}/plan", headers=factory.actor("logistics").headers).json()
+    with transaction(w.engine) as s:
+        stored = s.exec(select(PlanLine).order_by(col(PlanLine.id))).all()
+        want_lines = [x.model_dump(exclude={"plan_id", "source_ref"}) | {"source": x.source_ref} for x in stored]
+    assert body["lines"] == want_lines
+    assert [list(x) for x in body["lines"]] == [list(PlanLinePublic.model_fields)] * len(stored)
+    assert [d["id"] for d in body["demands"]] == [d["id"] for d in plan["demands"]]
+    for got, d in zip(body["demands"], plan["demands"], strict=True):
+        assert got == {
+            "id": d["id"],
+            "request_line_id": int(d["id"].removeprefix("line-")),
+            "requested": d["allocated"] + d["unmet"],
+            "allocated": d["allocated"],
+            "fill_rate": d["fill_rate"],
+            "unmet": d["unmet"],
+            "reason": d["reason"],
+        }
