@@ -60,7 +60,8 @@ def _record_pid(monkeypatch: pytest.MonkeyPatch, where: Path) -> None:
     real = baseline.greedy_kpis
 
     def greedy_noting_its_process(problem: Any) -> dict[str, Any]:
-        where.write_text(str(os.getpid()))  # a forked helper's memory is its own: tell the test via a file
+        # A forked helper's memory is its own: it tells the test through a file (process, niceness).
+        where.write_text(f"{os.getpid()} {os.nice(0)}")
         return real(problem)
 
     monkeypatch.setattr(baseline, "greedy_kpis", greedy_noting_its_process)
@@ -82,8 +83,10 @@ def test_the_baseline_is_the_greedy_plans_kpis_on_the_runs_snapshot(
     _record_pid(monkeypatch, tmp_path / "pid")
     status, run = _solve_run(client, logistics, engine)
     assert status == "succeeded"
-    ran_in = int((tmp_path / "pid").read_text())
+    ran_in, niceness = map(int, (tmp_path / "pid").read_text().split())
     assert (ran_in != os.getpid()) is beside
+    # Beside the solve it yields the cores to it; after the solve the worker keeps its own priority.
+    assert niceness == (min(19, os.nice(0) + baseline.HELPER_NICE) if beside else os.nice(0))
     plan = _plan(engine, run.id or 0)
     assert plan is not None and run.problem is not None
     assert plan.baseline_kpis == baseline.greedy_kpis(snapshot.load_snapshot(run.problem))
