@@ -70,17 +70,19 @@ def _rows_by_id(session: Session, stmt: Any, column: Any, ids: Collection[int]) 
     }
 
 
-def _insert_lines(session: Session, values: list[dict[str, Any]]) -> None:
+def _insert_lines(session: Session, rows: list[tuple[Any, ...]]) -> None:
+    """Rows in LINE_COLUMNS order."""
     conn = session.connection()
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
         raw = conn.connection.driver_connection  # psycopg 3, inside the session's transaction
         assert raw is not None
         with raw.cursor() as cursor, cursor.copy(f"COPY plan_lines ({', '.join(LINE_COLUMNS)}) FROM STDIN") as copy:
-            for v in values:
-                copy.write_row(tuple(v[c] for c in LINE_COLUMNS))
+            for row in rows:
+                copy.write_row(row)
         return
     # render_nulls: the ORM otherwise leaves out None columns (lot_id or pledge_id), so rows of lots and
     # pledges have different column sets and every switch between them starts a new batch.
+    values = [dict(zip(LINE_COLUMNS, row, strict=True)) for row in rows]
     session.execute(insert(PlanLine).execution_options(render_nulls=True), values)
 
 
@@ -95,21 +97,20 @@ def create_plan(
     """Store a Plan JSON v1 dict as a proposed plan with one line per allocation (in the caller's
     transaction; never commits)."""
     allocations = [a for a in plan.get("allocations", []) if int(a["quantity"]) > 0]
-    refs = [
-        (a, parse_ref(a["source"], "lot"), parse_ref(a["source"], "pledge"), parse_ref(a["demand"], "line"))
-        for a in allocations
-    ]
+    # A few hundred sources serve thousands of allocations: parse each source id once.
+    sources = {ref: (parse_ref(ref, "lot"), parse_ref(ref, "pledge")) for ref in {a["source"] for a in allocations}}
+    line_of = [parse_ref(a["demand"], "line") for a in allocations]
     lots = _rows_by_id(
         session,
         select(InventoryLot.id, InventoryLot.site_id, InventoryLot.item_id),
         col(InventoryLot.id),
-        {lot for _, lot, _, _ in refs if lot is not None},
+        {lot for lot, _ in sources.values() if lot is not None},
     )
     offers = _rows_by_id(
         session,
         select(Pledge.id, Pledge.site_id, Pledge.item_id),
         col(Pledge.id),
-        {pledge for _, _, pledge, _ in refs if pledge is not None},
+        {pledge for _, pledge in sources.values() if pledge is not None},
     )
     destinations = _rows_by_id(
         session,
@@ -117,7 +118,7 @@ def create_plan(
             SupplyRequest, col(SupplyRequest.id) == col(RequestLine.request_id)
         ),
         col(RequestLine.id),
-        {line for _, _, _, line in refs if line is not None},
+        {line for line in line_of if line is not None},
     )
 
     row = Plan(
@@ -129,29 +130,31 @@ def create_plan(
     )
     session.add(row)
     session.flush()
-    values = []
-    for a, lot_id, pledge_id, line_id in refs:
+    rows: list[tuple[Any, ...]] = []
+    for a, line_id in zip(allocations, line_of, strict=True):
+        lot_id, pledge_id = sources[a["source"]]
         origin = lots.get(lot_id) if lot_id is not None else offers.get(pledge_id) if pledge_id is not None else None
-        if origin is None or line_id is None or line_id not in destinations:
+        destination = destinations.get(line_id) if line_id is not None else None
+        if origin is None or destination is None:
             raise ValueError(f"plan allocation {a['source']} → {a['demand']} names no known lot, pledge or line")
-        values.append(
-            {
-                "plan_id": row.id,
-                "source_ref": a["source"],
-                "lot_id": lot_id,
-                "pledge_id": pledge_id,
-                "request_line_id": line_id,
-                "item_id": origin[1],
-                "origin_site_id": origin[0],
-                "destination_site_id": destinations[line_id][0],
-                "quantity": int(a["quantity"]),
-                "distance_km": float(a.get("distance_km") or 0.0),
-                "cost": float(a.get("cost") or 0.0),
-                "manual": False,
-            }
+        rows.append(
+            (
+                row.id,
+                a["source"],
+                lot_id,
+                pledge_id,
+                line_id,
+                origin[1],  # item (a substitute may ship instead of the requested one)
+                origin[0],
+                destination[0],
+                int(a["quantity"]),
+                float(a.get("distance_km") or 0.0),
+                float(a.get("cost") or 0.0),
+                False,
+            )
         )
-    if values:
-        _insert_lines(session, values)
-    after = audit.snapshot(row, exclude=PLAN_AUDIT_EXCLUDE) | {"line_count": len(values)}
+    if rows:
+        _insert_lines(session, rows)
+    after = audit.snapshot(row, exclude=PLAN_AUDIT_EXCLUDE) | {"line_count": len(rows)}
     audit.record(session, actor=actor, action="plan.create", obj=row, before=None, after=after)
     return row
