@@ -91,6 +91,7 @@ def test_the_baseline_is_the_greedy_plans_kpis_on_the_runs_snapshot(
     assert plan is not None and run.problem is not None
     assert plan.baseline_kpis == baseline.greedy_kpis(snapshot.load_snapshot(run.problem))
     assert run.solver_stats is not None and run.solver_stats["baseline_wall_s"] >= 0
+    assert run.solver_stats["store_wall_s"] >= 0  # storing the plan, timed in the final transaction
     assert multiprocessing.active_children() == []
 
 

@@ -261,7 +261,9 @@ def _succeed(
         if run.cancel_requested:
             _mark(session, run, "cancelled", message="cancelled while solving; the plan was discarded", stats=stats)
             return "cancelled"
+        stored_at = time.monotonic()
         store_plan(session, run, plan, baseline)
+        stats = {**stats, "store_wall_s": round(time.monotonic() - stored_at, 4)}
         status_note = " (time limit reached; best plan found)" if plan.get("status") == "time_limit" else ""
         _mark(session, run, "succeeded", stage="done", message=f"plan ready{status_note}", stats=stats)
         return "succeeded"
