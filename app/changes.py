@@ -55,18 +55,13 @@ def _after_commit(session: Session) -> None:
     changed: dict[str, set[int]] | None = session.info.pop(_INFO_KEY, None)
     if not changed:
         return
+    live = [subscriber for subscriber in (ref() for ref in _subscribers) if subscriber is not None]
+    if len(live) < len(_subscribers):  # apps that are gone
+        _subscribers[:] = [ref for ref in _subscribers if ref() is not None]
     for topic, ids in changed.items():
         frozen = frozenset(ids)
-        for ref in list(_subscribers):
-            subscriber = ref()
-            if subscriber is None:
-                unsubscribe_dead()
-            else:
-                subscriber(topic, frozen)
-
-
-def unsubscribe_dead() -> None:
-    _subscribers[:] = [ref for ref in _subscribers if ref() is not None]
+        for subscriber in live:
+            subscriber(topic, frozen)
 
 
 @event.listens_for(Session, "after_rollback")

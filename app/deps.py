@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 from app.db import transaction
 from app.errors import Forbidden, PreconditionFailed, PreconditionRequired, Unauthorized
-from app.principal import Principal
+from app.principal import Principal, bearer_token
 from app.strict_input import require_strict_input
 
 ROLE_MARKER = "__allowed_roles__"
@@ -31,15 +31,6 @@ def get_session(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def _bearer(authorization: str | None) -> str | None:
-    if not authorization:
-        return None
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
-
-
 def get_principal(
     request: Request,
     session: SessionDep,
@@ -47,7 +38,7 @@ def get_principal(
 ) -> Principal:
     from app.keys import service as keys  # local import: keys depends on organizations which imports deps
 
-    token = _bearer(authorization)
+    token = bearer_token(authorization)
     if token is None:
         raise Unauthorized("send 'Authorization: Bearer <api key>'")
     key = keys.authenticate(session, token)

@@ -12,6 +12,12 @@ from app.context import request_id_var
 from app.errors import PROBLEM_BASE, PROBLEM_MEDIA_TYPE
 
 
+def request_id_from(incoming: bytes | None) -> str:
+    """The client's X-Request-ID when it is a sensible one (printable, ≤ 64 characters), else a new id."""
+    text = (incoming or b"").decode("latin-1")
+    return text if 0 < len(text) <= 64 and text.isprintable() else uuid.uuid4().hex
+
+
 class RequestIdMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -20,8 +26,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+        rid = request_id_from(dict(scope["headers"]).get(b"x-request-id"))
         token = request_id_var.set(rid)
 
         async def send_with_id(message: Message) -> None:

@@ -18,4 +18,12 @@ class Principal:
         return self.role in {"requester", "donor", "driver"}
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header value; None for anything else.
+    One parser for authentication, rate limits, idempotency scoping and the shipment poll cache."""
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 SYSTEM = Principal(key_id=None, name="system", role="admin", organization_id=None)

@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.config import Settings
 from app.errors import problem
 from app.keys.service import hash_key
+from app.principal import bearer_token
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Beyond this many buckets, full ones (clients idle for a minute) are dropped: memory stays bounded.
@@ -87,11 +88,6 @@ def retry_after(wait_s: float) -> int:
     return max(1, math.ceil(wait_s))
 
 
-def _bearer(headers: Headers) -> str | None:
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    return (token.strip() or None) if scheme.lower() == "bearer" else None
-
-
 def _too_many(scope: Scope, wait_s: float, detail: str) -> Any:
     response = problem(429, "Rate limit exceeded", detail, slug="too-many-requests", instance=scope["path"])
     response.headers["Retry-After"] = str(retry_after(wait_s))
@@ -126,7 +122,7 @@ class RateLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        token = _bearer(Headers(scope=scope))
+        token = bearer_token(Headers(scope=scope).get("authorization"))
         limiter = self.writes if scope["method"] in WRITE_METHODS else self.reads
         if token is not None and limiter.enabled:
             # The key's hash identifies the API key without a database read (it is what the table stores).

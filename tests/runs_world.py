@@ -157,3 +157,14 @@ def small_world(engine: Engine) -> SmallWorld:
 
 def later(hours: float) -> datetime:
     return utcnow() + timedelta(hours=hours)
+
+
+def stocked_small_world(engine: Engine) -> SmallWorld:
+    """The small world with stock (60 N95, 30 KN95 at the depot) and two 50-unit N95 lines (north
+    critical, south routine): what the worker tests solve."""
+    w = small_world(engine)
+    w.rows.lot(w.depot, w.n95, 60)
+    w.rows.lot(w.depot, w.kn95, 30)
+    w.rows.line(w.north, w.north_site, w.n95, 50, "critical")
+    w.rows.line(w.south, w.south_site, w.n95, 50, "routine")
+    return w

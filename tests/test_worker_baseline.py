@@ -21,17 +21,12 @@ from app.allocation.models import AllocationRun, Plan
 from app.db import transaction
 from optimizer.parallel import default_workers
 from tests.factories import Factory
-from tests.runs_world import SmallWorld, small_world
+from tests.runs_world import SmallWorld, stocked_small_world
 
 
 @pytest.fixture
 def world(engine: Engine) -> SmallWorld:
-    w = small_world(engine)
-    w.rows.lot(w.depot, w.n95, 60)
-    w.rows.lot(w.depot, w.kn95, 30)
-    w.rows.line(w.north, w.north_site, w.n95, 50, "critical")
-    w.rows.line(w.south, w.south_site, w.n95, 50, "routine")
-    return w
+    return stocked_small_world(engine)
 
 
 @pytest.fixture

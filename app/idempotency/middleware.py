@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.errors import problem, validation_problem
 from app.idempotency import service
 from app.idempotency.service import Decision, StoredAnswer
+from app.principal import bearer_token
 
 log = logging.getLogger("app.idempotency")
 
@@ -57,11 +58,6 @@ def parse_key(raw: str) -> str | None:
     return value
 
 
-def _bearer(headers: Headers) -> str | None:
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    return (token.strip() or None) if scheme.lower() == "bearer" else None
-
-
 class IdempotencyMiddleware:
     """Reads the engine and settings from the app (`app.state`) at request time."""
 
@@ -75,7 +71,7 @@ class IdempotencyMiddleware:
             return
         headers = Headers(scope=scope)
         raw_key = headers.get(HEADER)
-        token = _bearer(headers)
+        token = bearer_token(headers.get("authorization"))
         if raw_key is None or token is None:  # without a key there is nothing to do; without auth → 401
             await self.app(scope, receive, send)
             return

@@ -30,13 +30,14 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 
 from app import changes
+from app.keys.service import REVOCATIONS_COUNTER
+from app.shipments.feed import FEED
 
 log = logging.getLogger(__name__)
 
-SHIPMENTS_COUNTER = "shipments"
-KEYS_COUNTER = "api_keys"
-TOPIC_SHIPMENTS = "shipments"
-TOPIC_KEYS = "api_keys"
+# The counters' names are also the topics their writers note on the session (app.changes).
+SHIPMENTS_COUNTER = FEED
+KEYS_COUNTER = REVOCATIONS_COUNTER
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +116,9 @@ class ShipmentPollCache:
             self._size = 0
 
     def _on_commit(self, topic: str, ids: frozenset[int]) -> None:
-        if topic == TOPIC_SHIPMENTS:
+        if topic == SHIPMENTS_COUNTER:
             self.invalidate(ids)
-        elif topic == TOPIC_KEYS:
+        elif topic == KEYS_COUNTER:
             self.clear()
 
     # ------------------------------------------------------------------ the refresher

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.deps import etag_matches
 from app.keys.service import hash_key
+from app.middleware import request_id_from
 from app.operations.metrics import RequestMetrics
 from app.operations.middleware import ALWAYS, DEFAULT_CSP
+from app.principal import bearer_token
 from app.ratelimit import RateLimiter
 from app.shipments.poll_cache import ShipmentPollCache
 
@@ -67,7 +68,7 @@ class ShipmentPollMiddleware:
                 request_id = value
             elif name == b"origin":
                 browser = True
-        token = _bearer(authorization)
+        token = bearer_token(authorization.decode("latin-1") if authorization else None)
         if token is None:
             await self.app(scope, receive, send)
             return
@@ -106,17 +107,7 @@ class ShipmentPollMiddleware:
 
     @staticmethod
     async def _not_modified(send: Send, etag: str, request_id: bytes | None) -> None:
-        rid = request_id if request_id and len(request_id) <= 64 and request_id.isascii() else None
-        if rid is None or not rid.decode("latin-1").isprintable():
-            rid = uuid.uuid4().hex.encode()
+        rid = request_id_from(request_id).encode("latin-1")
         headers = [(b"etag", etag.encode("latin-1")), (b"x-request-id", rid), *_STATIC_304_HEADERS]
         await send({"type": "http.response.start", "status": 304, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
-
-
-def _bearer(authorization: bytes | None) -> str | None:
-    if not authorization:
-        return None
-    scheme, _, token = authorization.decode("latin-1").partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
